@@ -1,0 +1,1 @@
+//! genv shared state

@@ -1,0 +1,1 @@
+//! Test-double libcuda.so.1 (see tests/sim/common).

@@ -1,0 +1,1 @@
+//! Test-double libnvidia-ml.so.1 (see tests/sim/common).
