@@ -1,0 +1,58 @@
+# genv — the README's two commands are `make demo` and `make test`.
+CARGO ?= cargo
+PREFIX ?= /usr/local
+ROOT := $(CURDIR)
+REL := target/release
+SIM := target/sim
+
+.PHONY: all build sim release nvidia-smi venv test test-rust test-python lint fmt demo bench install clean
+
+all: build
+
+build: release sim
+
+release:
+	$(CARGO) build --release --workspace
+
+# The simulated GPU machine: test-double libcuda.so.1 / libnvidia-ml.so.1.
+sim: release
+	@mkdir -p $(SIM)
+	cp -f $(REL)/libnvidia_ml.so $(SIM)/libnvidia-ml.so.1
+	ln -sf libnvidia-ml.so.1 $(SIM)/libnvidia-ml.so
+	cp -f $(REL)/libcuda.so $(SIM)/libcuda.so.1
+	ln -sf libcuda.so.1 $(SIM)/libcuda.so
+
+# Stock nvidia-smi 535 from Debian's non-free archive, cached under target/.
+nvidia-smi:
+	scripts/fetch-nvidia-smi.sh
+
+venv:
+	scripts/setup-venv.sh >/dev/null
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --release --workspace --all-targets -- -D warnings
+
+test: build nvidia-smi venv lint test-rust test-python
+
+test-rust: build
+	$(CARGO) test --release --workspace
+
+test-python: build nvidia-smi venv
+	.venv/bin/python -m pytest -q tests/python
+
+demo: build nvidia-smi
+	scripts/demo.sh
+
+bench: build
+	scripts/bench.sh
+
+install: release
+	install -d $(PREFIX)/bin $(PREFIX)/lib/genv
+	install -m 755 $(REL)/genv $(PREFIX)/bin/genv
+	install -m 755 $(REL)/libgenv_shim.so $(PREFIX)/lib/genv/libgenv_shim.so
+	@echo 'Add this line to your shell rc file (~/.bashrc; zsh: shell-init zsh; fish: shell-init fish | source):'
+	@echo '  eval "$$($(PREFIX)/bin/genv shell-init bash)"'
+
+clean:
+	$(CARGO) clean
