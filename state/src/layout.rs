@@ -1,0 +1,221 @@
+//! The fixed layout of the state file. Every record is `#[repr(C)]` plain data so that the CLI,
+//! the SDK and the shim (in any process, any user) read the same bytes; nothing is serialised.
+//!
+//! ```text
+//! [Header 4 KiB][Tables A][Tables B][Ledger]
+//! ```
+//! The two `Tables` copies make writes crash-safe: a writer (holding `flock`) copies the active
+//! copy into the other, changes it and then flips `Header::active`. A writer that dies before the
+//! flip leaves the active copy untouched. Readers never lock: they copy the active tables and
+//! retry if `Header::generation` moved by two or more meanwhile (a seqlock).
+//! The `Ledger` is updated in place with atomics by the shim (see `ledger.rs`).
+
+use std::sync::atomic::{AtomicU32, AtomicU64};
+
+pub const MAGIC: [u8; 8] = *b"GENVSTAT";
+/// Bump on any change of layout: older files are refused with a clear message.
+pub const VERSION: u32 = 1;
+pub const MAX_DEVICES: usize = 32;
+pub const MAX_ENVS: usize = 2048;
+pub const MAX_PIDS: usize = 16;
+pub const MAX_PROCS: usize = 4096;
+pub const HEADER_SIZE: usize = 4096;
+
+/// Offset of the byte-range locks that mark live processes (one byte per ledger process slot);
+/// they lie past the end of the file, which POSIX allows.
+pub const PROC_LOCK_BASE: i64 = 1 << 40;
+
+#[repr(C)]
+pub struct Header {
+    pub magic: [u8; 8],
+    pub version: u32,
+    pub header_size: u32,
+    pub file_size: u64,
+    pub max_devices: u32,
+    pub max_envs: u32,
+    pub max_pids: u32,
+    pub max_procs: u32,
+    pub tables_size: u64,
+    pub ledger_size: u64,
+    /// Incremented by a writer when it starts writing the inactive copy and again after the flip.
+    pub generation: AtomicU64,
+    /// Which `Tables` copy is current (0 or 1).
+    pub active: AtomicU32,
+    pub _pad: u32,
+}
+
+/// A GPU as NVML reported it when the device list was last read.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct DeviceRec {
+    /// Non-zero when this slot holds a device.
+    pub present: u32,
+    /// NVML index (host numbering).
+    pub index: u32,
+    pub total_memory: u64,
+    pub uuid: [u8; 64],
+    pub name: [u8; 96],
+}
+
+/// A process that activated the environment (a shell, `genv exec`, an SDK user).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct PidRec {
+    pub pid: u32,
+    pub _pad: u32,
+    /// Start time in clock ticks since boot (`/proc/<pid>/stat` field 22): tells a reused pid apart.
+    pub start_time: u64,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct AttachRec {
+    /// NVML index of the device.
+    pub device: u32,
+    /// Non-zero when attached with `--over-subscribe` (the device may be shared).
+    pub shared: u32,
+    /// Unix time in milliseconds.
+    pub time_ms: u64,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct EnvRec {
+    /// Unique for every environment ever created in this file; 0 marks a free slot.
+    pub serial: u64,
+    pub eid: [u8; 64],
+    pub uid: u32,
+    pub n_pids: u32,
+    pub username: [u8; 32],
+    pub name: [u8; 64],
+    pub created_ms: u64,
+    /// Configured device count; negative when not configured.
+    pub cfg_gpus: i32,
+    pub n_attached: u32,
+    /// Configured capacity in bytes per device; meaningful when `cfg_mem_text` is non-empty.
+    pub cfg_mem_bytes: u64,
+    /// The capacity as the user wrote it (`4g`), shown back by `status` and `config`.
+    pub cfg_mem_text: [u8; 32],
+    pub pids: [PidRec; MAX_PIDS],
+    /// In attach order: the shim numbers CUDA devices in this order.
+    pub attached: [AttachRec; MAX_DEVICES],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct Tables {
+    pub next_serial: u64,
+    /// When the device list was last read from NVML (unix ms); 0 = never.
+    pub devices_read_ms: u64,
+    pub n_devices: u32,
+    /// One past the highest used env slot: readers copy only this far.
+    pub env_hwm: u32,
+    pub devices: [DeviceRec; MAX_DEVICES],
+    pub envs: [EnvRec; MAX_ENVS],
+}
+
+/// Memory the processes of one environment hold, per device (NVML index). Slot i belongs to
+/// `Tables::envs[i]` while `serial` matches that environment's serial.
+#[repr(C)]
+pub struct EnvUsage {
+    pub serial: AtomicU64,
+    pub used: [AtomicU64; MAX_DEVICES],
+}
+
+/// One process running under the shim.
+#[repr(C)]
+pub struct ProcSlot {
+    /// 0 when free. A slot is owned while its byte at `PROC_LOCK_BASE + i` is locked (OFD lock);
+    /// the kernel drops the lock when the process dies.
+    pub pid: AtomicU32,
+    pub env_slot: AtomicU32,
+    pub env_serial: AtomicU64,
+    /// Bytes this process holds per device, already added to its environment's `EnvUsage`.
+    pub used: [AtomicU64; MAX_DEVICES],
+}
+
+#[repr(C)]
+pub struct Ledger {
+    pub envs: [EnvUsage; MAX_ENVS],
+    pub procs: [ProcSlot; MAX_PROCS],
+}
+
+pub const TABLES_SIZE: usize = std::mem::size_of::<Tables>().next_multiple_of(4096);
+pub const LEDGER_SIZE: usize = std::mem::size_of::<Ledger>().next_multiple_of(4096);
+pub const TABLES_OFFSET: [usize; 2] = [HEADER_SIZE, HEADER_SIZE + TABLES_SIZE];
+pub const LEDGER_OFFSET: usize = HEADER_SIZE + 2 * TABLES_SIZE;
+pub const FILE_SIZE: usize = LEDGER_OFFSET + LEDGER_SIZE;
+
+/// Byte offset of `envs[i]` inside `Tables`, used to copy only the used prefix.
+pub const fn tables_prefix_len(env_hwm: usize) -> usize {
+    std::mem::offset_of!(Tables, envs) + env_hwm * std::mem::size_of::<EnvRec>()
+}
+
+const _: () = assert!(std::mem::size_of::<Header>() <= HEADER_SIZE);
+
+/// Copies a string into a fixed NUL-padded field, truncated on a char boundary.
+pub fn put_str(dst: &mut [u8], s: &str) {
+    dst.fill(0);
+    let mut n = s.len().min(dst.len() - 1);
+    while !s.is_char_boundary(n) {
+        n -= 1;
+    }
+    dst[..n].copy_from_slice(&s.as_bytes()[..n]);
+}
+
+/// Reads a NUL-padded field.
+pub fn get_str(src: &[u8]) -> String {
+    let n = src.iter().position(|&b| b == 0).unwrap_or(src.len());
+    String::from_utf8_lossy(&src[..n]).into_owned()
+}
+
+impl EnvRec {
+    pub fn eid(&self) -> String {
+        get_str(&self.eid)
+    }
+    pub fn name(&self) -> String {
+        get_str(&self.name)
+    }
+    pub fn username(&self) -> String {
+        get_str(&self.username)
+    }
+    pub fn is_used(&self) -> bool {
+        self.serial != 0
+    }
+    pub fn pids(&self) -> &[PidRec] {
+        &self.pids[..(self.n_pids as usize).min(MAX_PIDS)]
+    }
+    pub fn attached(&self) -> &[AttachRec] {
+        &self.attached[..(self.n_attached as usize).min(MAX_DEVICES)]
+    }
+    pub fn gpu_memory(&self) -> Option<u64> {
+        (self.cfg_mem_text[0] != 0).then_some(self.cfg_mem_bytes)
+    }
+    pub fn gpus(&self) -> Option<u32> {
+        (self.cfg_gpus >= 0).then_some(self.cfg_gpus as u32)
+    }
+}
+
+impl DeviceRec {
+    pub fn uuid(&self) -> String {
+        get_str(&self.uuid)
+    }
+    pub fn name(&self) -> String {
+        get_str(&self.name)
+    }
+}
+
+impl Tables {
+    pub fn devices(&self) -> &[DeviceRec] {
+        &self.devices[..(self.n_devices as usize).min(MAX_DEVICES)]
+    }
+    pub fn envs(&self) -> impl Iterator<Item = (usize, &EnvRec)> {
+        self.envs[..(self.env_hwm as usize).min(MAX_ENVS)]
+            .iter()
+            .enumerate()
+            .filter(|(_, e)| e.is_used())
+    }
+    pub fn env_by_eid(&self, eid: &str) -> Option<(usize, &EnvRec)> {
+        self.envs().find(|(_, e)| e.eid() == eid)
+    }
+}

@@ -1,0 +1,59 @@
+//! Process identity from /proc: a pid plus its start time names one process for good, so a
+//! reused pid never keeps a dead environment alive.
+
+/// Start time of `pid` in clock ticks since boot (`/proc/<pid>/stat` field 22), if it runs.
+pub fn start_time(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces and parentheses: fields resume after the last ')'.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let mut fields = rest.split_ascii_whitespace();
+    // rest starts at field 3 (state); field 22 is the 20th from here.
+    let state = fields.next()?;
+    if state == "Z" || state == "X" {
+        return None;
+    }
+    fields.nth(18)?.parse().ok()
+}
+
+/// Whether the process `pid` that started at `start` still runs.
+pub fn alive(pid: u32, start: u64) -> bool {
+    pid != 0 && start_time(pid) == Some(start)
+}
+
+/// The login name of `uid`, or the uid as text when it has none.
+pub fn user_name(uid: u32) -> String {
+    let mut buf = vec![0u8; 4096];
+    let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
+    let mut out: *mut libc::passwd = std::ptr::null_mut();
+    let r = unsafe {
+        libc::getpwuid_r(
+            uid,
+            &mut pwd,
+            buf.as_mut_ptr() as *mut libc::c_char,
+            buf.len(),
+            &mut out,
+        )
+    };
+    if r == 0 && !out.is_null() && !pwd.pw_name.is_null() {
+        unsafe { std::ffi::CStr::from_ptr(pwd.pw_name) }
+            .to_string_lossy()
+            .into_owned()
+    } else {
+        uid.to_string()
+    }
+}
+
+pub fn current_uid() -> u32 {
+    unsafe { libc::getuid() }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn self_is_alive() {
+        let me = std::process::id();
+        let st = super::start_time(me).unwrap();
+        assert!(super::alive(me, st));
+        assert!(!super::alive(me, st + 1));
+    }
+}
