@@ -1,0 +1,141 @@
+//! Running-process lists: compute processes come from the ledger; nothing on this machine does
+//! graphics or MPS, so those lists are always empty.
+
+use std::ffi::c_uint;
+
+use genv_sim_common::{ledger, ProcUsage};
+
+use crate::*;
+
+/// gpuInstanceId / computeInstanceId of a process on a GPU without MIG.
+pub(crate) const NO_INSTANCE: c_uint = 0xFFFF_FFFF;
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kind {
+    Compute,
+    Graphics,
+    Mps,
+}
+
+/// The processes of one kind on NVML device `index`.
+pub(crate) fn processes(index: usize, kind: Kind) -> Vec<ProcUsage> {
+    match kind {
+        Kind::Compute => ledger().map(|l| l.processes(index)).unwrap_or_default(),
+        Kind::Graphics | Kind::Mps => Vec::new(),
+    }
+}
+
+/// NVML's sizing protocol: `*count` comes in as the buffer's capacity; when the list does not
+/// fit (a NULL buffer with count 0 is the usual probe) the needed count goes back with
+/// NVML_ERROR_INSUFFICIENT_SIZE and the buffer is left alone.
+unsafe fn list<T>(
+    device: sys::nvmlDevice_t,
+    kind: Kind,
+    count: *mut c_uint,
+    infos: *mut T,
+    make: impl Fn(&ProcUsage) -> T,
+) -> Result<(), Ret> {
+    let g = crate::device(device)?;
+    if count.is_null() {
+        return Err(INVALID_ARGUMENT);
+    }
+    let procs = processes(g.index as usize, kind);
+    let capacity = count.read_unaligned() as usize;
+    count.write_unaligned(procs.len() as c_uint);
+    if procs.len() > capacity {
+        return Err(INSUFFICIENT_SIZE);
+    }
+    if procs.is_empty() {
+        return Ok(());
+    }
+    if infos.is_null() {
+        return Err(INVALID_ARGUMENT);
+    }
+    for (i, p) in procs.iter().enumerate() {
+        infos.add(i).write_unaligned(make(p));
+    }
+    Ok(())
+}
+
+fn v1(p: &ProcUsage) -> sys::nvmlProcessInfo_v1_t {
+    sys::nvmlProcessInfo_v1_t {
+        pid: p.pid,
+        usedGpuMemory: p.used,
+    }
+}
+
+fn v2(p: &ProcUsage) -> sys::nvmlProcessInfo_v2_t {
+    sys::nvmlProcessInfo_v2_t {
+        pid: p.pid,
+        usedGpuMemory: p.used,
+        gpuInstanceId: NO_INSTANCE,
+        computeInstanceId: NO_INSTANCE,
+    }
+}
+
+// v2 and v3 share one 24-byte record; v1's is 16 bytes.
+nvml! {
+    fn nvmlDeviceGetComputeRunningProcesses(
+        device: sys::nvmlDevice_t,
+        count: *mut c_uint,
+        infos: *mut sys::nvmlProcessInfo_v1_t,
+    ) {
+        list(device, Kind::Compute, count, infos, v1)
+    }
+    fn nvmlDeviceGetComputeRunningProcesses_v2(
+        device: sys::nvmlDevice_t,
+        count: *mut c_uint,
+        infos: *mut sys::nvmlProcessInfo_v2_t,
+    ) {
+        list(device, Kind::Compute, count, infos, v2)
+    }
+    fn nvmlDeviceGetComputeRunningProcesses_v3(
+        device: sys::nvmlDevice_t,
+        count: *mut c_uint,
+        infos: *mut sys::nvmlProcessInfo_v2_t,
+    ) {
+        list(device, Kind::Compute, count, infos, v2)
+    }
+    fn nvmlDeviceGetGraphicsRunningProcesses(
+        device: sys::nvmlDevice_t,
+        count: *mut c_uint,
+        infos: *mut sys::nvmlProcessInfo_v1_t,
+    ) {
+        list(device, Kind::Graphics, count, infos, v1)
+    }
+    fn nvmlDeviceGetGraphicsRunningProcesses_v2(
+        device: sys::nvmlDevice_t,
+        count: *mut c_uint,
+        infos: *mut sys::nvmlProcessInfo_v2_t,
+    ) {
+        list(device, Kind::Graphics, count, infos, v2)
+    }
+    fn nvmlDeviceGetGraphicsRunningProcesses_v3(
+        device: sys::nvmlDevice_t,
+        count: *mut c_uint,
+        infos: *mut sys::nvmlProcessInfo_v2_t,
+    ) {
+        list(device, Kind::Graphics, count, infos, v2)
+    }
+    fn nvmlDeviceGetMPSComputeRunningProcesses(
+        device: sys::nvmlDevice_t,
+        count: *mut c_uint,
+        infos: *mut sys::nvmlProcessInfo_v1_t,
+    ) {
+        list(device, Kind::Mps, count, infos, v1)
+    }
+    fn nvmlDeviceGetMPSComputeRunningProcesses_v2(
+        device: sys::nvmlDevice_t,
+        count: *mut c_uint,
+        infos: *mut sys::nvmlProcessInfo_v2_t,
+    ) {
+        list(device, Kind::Mps, count, infos, v2)
+    }
+    fn nvmlDeviceGetMPSComputeRunningProcesses_v3(
+        device: sys::nvmlDevice_t,
+        count: *mut c_uint,
+        infos: *mut sys::nvmlProcessInfo_v2_t,
+    ) {
+        list(device, Kind::Mps, count, infos, v2)
+    }
+}
