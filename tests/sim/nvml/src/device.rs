@@ -526,3 +526,64 @@ nvml! {
         out(value, 0)
     }
 }
+
+/// One field of nvmlDeviceGetFieldValues: its value type and value, or why it has none.
+fn field(id: c_uint, scope: c_uint) -> Result<(sys::nvmlValueType_t, u64), Ret> {
+    use sys::field_id::*;
+    const UINT: sys::nvmlValueType_t = sys::nvmlValueType_enum_NVML_VALUE_TYPE_UNSIGNED_INT;
+    // Module (GPU + CPU) power exists only on Grace Hopper boards.
+    let gpu_scope = scope == sys::NVML_POWER_SCOPE_GPU;
+    Ok(match id {
+        NVML_FI_DEV_ECC_CURRENT | NVML_FI_DEV_ECC_PENDING => (UINT, 1),
+        NVML_FI_DEV_POWER_AVERAGE | NVML_FI_DEV_POWER_INSTANT if gpu_scope => {
+            (UINT, POWER_USAGE_MW as u64)
+        }
+        NVML_FI_DEV_POWER_MIN_LIMIT if gpu_scope => (UINT, POWER_LIMIT_MIN_MW as u64),
+        NVML_FI_DEV_POWER_MAX_LIMIT
+        | NVML_FI_DEV_POWER_DEFAULT_LIMIT
+        | NVML_FI_DEV_POWER_CURRENT_LIMIT
+        | NVML_FI_DEV_POWER_REQUESTED_LIMIT
+            if gpu_scope =>
+        {
+            (UINT, POWER_LIMIT_MW as u64)
+        }
+        _ => return Err(NOT_SUPPORTED),
+    })
+}
+
+nvml! {
+    // Answers per field, as the real call does: the call succeeds and each value carries its
+    // own return code (callers read the values without looking at anything else).
+    fn nvmlDeviceGetFieldValues(device: sys::nvmlDevice_t, count: c_int, values: *mut sys::nvmlFieldValue_t) {
+        crate::device(device)?;
+        if count < 0 || (count > 0 && values.is_null()) {
+            return Err(INVALID_ARGUMENT);
+        }
+        let now_us = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_micros() as i64)
+            .unwrap_or(0);
+        for i in 0..count as usize {
+            let v = &mut *values.add(i);
+            v.timestamp = now_us;
+            v.latencyUsec = 0;
+            match field(v.fieldId, v.scopeId) {
+                Ok((ty, val)) => {
+                    v.valueType = ty;
+                    v.value = sys::nvmlValue_t { ullVal: 0 };
+                    if ty == sys::nvmlValueType_enum_NVML_VALUE_TYPE_UNSIGNED_INT {
+                        v.value.uiVal = val as c_uint;
+                    } else {
+                        v.value.ullVal = val;
+                    }
+                    v.nvmlReturn = SUCCESS;
+                }
+                Err(e) => {
+                    v.value = sys::nvmlValue_t { ullVal: 0 };
+                    v.nvmlReturn = e;
+                }
+            }
+        }
+        Ok(())
+    }
+}
