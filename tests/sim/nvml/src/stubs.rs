@@ -3,6 +3,11 @@
 //! "Function Not Found" or stops, nvitop prints tracebacks. The names are those stock
 //! nvidia-smi 535 and the Python clients look up that the simulated machine does not answer.
 
+//! Left out on purpose: `nvmlDeviceGetConfComputeMemSizeInfo`. nvitop takes its presence
+//! (without `nvmlDeviceGetRunningProcessDetailList`) as the sign of early 535 headers, whose
+//! `_v3` process record had a trailing `usedGpuCcProtectedMemory` (32 bytes); this library
+//! writes the 24-byte record that pynvml and later headers use, so nvitop must not guess 32.
+
 use crate::*;
 
 not_supported! {
@@ -35,7 +40,6 @@ not_supported! {
     nvmlDeviceGetActiveVgpus
     nvmlDeviceGetAttributes_v2
     nvmlDeviceGetComputeInstanceId
-    nvmlDeviceGetConfComputeMemSizeInfo
     nvmlDeviceGetCpuAffinity
     nvmlDeviceGetCreatableVgpus
     nvmlDeviceGetDeviceHandleFromMigDeviceHandle
@@ -170,6 +174,8 @@ not_supported! {
     nvmlVgpuTypeGetName
     nvmlVgpuTypeGetNumDisplayHeads
     nvmlVgpuTypeGetResolution
+    // nvitop prints a traceback when this one is missing; the real card has no samples to give.
+    nvmlDeviceGetProcessUtilization
     // No fans on an SXM H100: nvidia-smi prints N/A, as on the real card.
     nvmlDeviceGetFanSpeed
 }
