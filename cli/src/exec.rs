@@ -1,0 +1,73 @@
+//! `genv exec`: one command in a fresh environment, without any shell integration.
+
+use genv_state::{devices, AttachOutcome, Caller, Config, Error, Genv};
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::process::{Command, ExitCode};
+
+pub fn run(
+    caller: &Caller,
+    config: Config,
+    index: Vec<u32>,
+    over: bool,
+    command: Vec<String>,
+) -> Result<ExitCode, Error> {
+    let shim = crate::shell::shim_path()?;
+    let genv = Genv::open()?;
+    let pid = std::process::id();
+    let eid = format!("exec-{pid}");
+    let needs_devices = config.gpus.is_some() || !index.is_empty();
+    let gpus = if needs_devices {
+        devices::read_gpus()?
+    } else {
+        Vec::new()
+    };
+    let attach = config.gpus.is_some().then_some((gpus.as_slice(), over));
+    genv.activate(caller, &eid, pid, &config, attach)?;
+    // From here on the environment exists: remove it on every path out.
+    let result = (|| -> Result<ExitCode, Error> {
+        for &ix in &index {
+            if let AttachOutcome::Failed(m) = genv.attach(caller, &eid, &gpus, Some(ix), over)? {
+                return Err(Error::Unavailable(m));
+            }
+        }
+        let mut preload = shim.display().to_string();
+        if let Ok(old) = std::env::var("LD_PRELOAD") {
+            for p in old
+                .split([':', ' '])
+                .filter(|p| !p.is_empty() && !p.ends_with("libgenv_shim.so"))
+            {
+                preload.push(':');
+                preload.push_str(p);
+            }
+        }
+        let mut cmd = Command::new(&command[0]);
+        cmd.args(&command[1..])
+            .env("LD_PRELOAD", &preload)
+            .env("GENV_ENVIRONMENT_ID", &eid)
+            .env("GENV_SHIM_PATH", &shim)
+            .env_remove("GENV_SHIM_BYPASS");
+        // Like system(3): while the command runs, Ctrl-C and Ctrl-\ are for it, and we live to
+        // remove the environment afterwards. The child gets the default dispositions back.
+        unsafe {
+            libc::signal(libc::SIGINT, libc::SIG_IGN);
+            libc::signal(libc::SIGQUIT, libc::SIG_IGN);
+            cmd.pre_exec(|| {
+                libc::signal(libc::SIGINT, libc::SIG_DFL);
+                libc::signal(libc::SIGQUIT, libc::SIG_DFL);
+                Ok(())
+            });
+        }
+        let status = cmd
+            .status()
+            .map_err(|e| Error::Input(format!("cannot run {:?}: {e}", command[0])))?;
+        Ok(match (status.code(), status.signal()) {
+            (Some(c), _) => ExitCode::from(c as u8),
+            (None, Some(sig)) => ExitCode::from((128 + sig) as u8),
+            _ => ExitCode::FAILURE,
+        })
+    })();
+    let removed = genv.remove(caller, &eid);
+    let code = result?;
+    removed?;
+    Ok(code)
+}

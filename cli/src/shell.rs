@@ -1,0 +1,202 @@
+//! Shell integration: the function users put in their rc file, and the code `activate` /
+//! `deactivate` print for it to eval. Everything the shell had before activation is saved in
+//! GENV__SAVED_* variables and restored exactly (set, empty or unset) by `deactivate`.
+
+use crate::ShellArgs;
+use genv_state::Error;
+use std::path::PathBuf;
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    Posix,
+    Fish,
+}
+
+pub fn require(sh: &ShellArgs, what: &str) -> Result<(Dialect, u32), Error> {
+    match (&sh.shell, sh.shell_pid) {
+        (Some(s), Some(pid)) => Ok((
+            if s == "fish" {
+                Dialect::Fish
+            } else {
+                Dialect::Posix
+            },
+            pid,
+        )),
+        _ => Err(Error::Input(format!(
+            "`genv {what}` changes your shell, so it runs through the shell integration: add \
+             `eval \"$(genv shell-init bash)\"` to ~/.bashrc (zsh: shell-init zsh; fish: \
+             `genv shell-init fish | source`), or run one command with `genv exec`"
+        ))),
+    }
+}
+
+/// The shim next to this genv: `GENV_SHIM_PATH`, else `<bin>/libgenv_shim.so`, else
+/// `<bin>/../lib/genv/libgenv_shim.so` (the layout of `make install`).
+pub fn shim_path() -> Result<PathBuf, Error> {
+    if let Some(p) = std::env::var_os("GENV_SHIM_PATH").filter(|p| !p.is_empty()) {
+        let p = PathBuf::from(p);
+        return if p.is_file() {
+            Ok(p)
+        } else {
+            Err(Error::Input(format!(
+                "GENV_SHIM_PATH={} is not a file: point it at libgenv_shim.so",
+                p.display()
+            )))
+        };
+    }
+    let exe = std::env::current_exe()
+        .and_then(|p| p.canonicalize())
+        .map_err(|e| Error::State(format!("cannot locate the genv binary: {e}")))?;
+    let dir = exe.parent().unwrap_or(std::path::Path::new("/"));
+    let cands = [
+        dir.join("libgenv_shim.so"),
+        dir.join("../lib/genv/libgenv_shim.so"),
+    ];
+    for c in &cands {
+        if c.is_file() {
+            return Ok(c.canonicalize().unwrap_or_else(|_| c.clone()));
+        }
+    }
+    Err(Error::State(format!(
+        "cannot find libgenv_shim.so (looked in {} and {}); reinstall genv or set GENV_SHIM_PATH",
+        cands[0].display(),
+        cands[1].display()
+    )))
+}
+
+/// Quotes for POSIX shells: '…' with ' written as '\''.
+pub fn sq(s: &str) -> String {
+    format!("'{}'", s.replace('\'', r"'\''"))
+}
+
+/// Quotes for fish: '…' with \ and ' escaped.
+fn fq(s: &str) -> String {
+    format!("'{}'", s.replace('\\', r"\\").replace('\'', r"\'"))
+}
+
+fn prompt_tag(name: Option<&str>) -> String {
+    match name {
+        Some(n) => format!("(genv:{n}) "),
+        None => "(genv) ".to_string(),
+    }
+}
+
+pub fn activate_code(
+    d: Dialect,
+    eid: &str,
+    shim: &std::path::Path,
+    name: Option<&str>,
+    prompt: bool,
+) -> String {
+    let shim = shim.display().to_string();
+    let tag = prompt_tag(name);
+    match d {
+        Dialect::Posix => {
+            let mut s = String::new();
+            s += "if [ -n \"${LD_PRELOAD+x}\" ]; then export GENV__SAVED_LD_PRELOAD=\"$LD_PRELOAD\"; fi\n";
+            s += &format!(
+                "export LD_PRELOAD={}\"${{LD_PRELOAD:+:$LD_PRELOAD}}\"\n",
+                sq(&shim)
+            );
+            s += &format!("export GENV_ENVIRONMENT_ID={}\n", sq(eid));
+            s += &format!("export GENV_SHIM_PATH={}\n", sq(&shim));
+            if prompt {
+                s += "if [ -n \"${PS1+x}\" ]; then GENV__SAVED_PS1=\"$PS1\"; fi\n";
+                s += &format!("GENV__PROMPT=1; PS1={}\"${{PS1-}}\"\n", sq(&tag));
+            }
+            s
+        }
+        Dialect::Fish => {
+            let mut s = String::new();
+            s += "if set -q LD_PRELOAD; set -gx GENV__SAVED_LD_PRELOAD $LD_PRELOAD; set -gx LD_PRELOAD ";
+            s += &format!(
+                "{}\":$LD_PRELOAD\"; else; set -gx LD_PRELOAD {}; end\n",
+                fq(&shim),
+                fq(&shim)
+            );
+            s += &format!("set -gx GENV_ENVIRONMENT_ID {}\n", fq(eid));
+            s += &format!("set -gx GENV_SHIM_PATH {}\n", fq(&shim));
+            if prompt {
+                s += "if functions -q fish_prompt; functions -c fish_prompt __genv_saved_fish_prompt; end\n";
+                s += &format!(
+                    "set -g GENV__PROMPT 1; function fish_prompt; printf '%s' {}; if functions -q __genv_saved_fish_prompt; __genv_saved_fish_prompt; end; end\n",
+                    fq(&tag)
+                );
+            }
+            s
+        }
+    }
+}
+
+pub fn deactivate_code(d: Dialect) -> String {
+    match d {
+        Dialect::Posix => concat!(
+            "if [ -n \"${GENV__SAVED_LD_PRELOAD+x}\" ]; then export LD_PRELOAD=\"$GENV__SAVED_LD_PRELOAD\"; unset GENV__SAVED_LD_PRELOAD; else unset LD_PRELOAD; fi\n",
+            "if [ -n \"${GENV__PROMPT+x}\" ]; then if [ -n \"${GENV__SAVED_PS1+x}\" ]; then PS1=\"$GENV__SAVED_PS1\"; unset GENV__SAVED_PS1; else unset PS1; fi; unset GENV__PROMPT; fi\n",
+            "unset GENV_ENVIRONMENT_ID GENV_SHIM_PATH\n",
+        )
+        .to_string(),
+        Dialect::Fish => concat!(
+            "if set -q GENV__SAVED_LD_PRELOAD; set -gx LD_PRELOAD $GENV__SAVED_LD_PRELOAD; set -e GENV__SAVED_LD_PRELOAD; else; set -e LD_PRELOAD; end\n",
+            "if set -q GENV__PROMPT; functions -e fish_prompt; if functions -q __genv_saved_fish_prompt; functions -c __genv_saved_fish_prompt fish_prompt; functions -e __genv_saved_fish_prompt; end; set -e GENV__PROMPT; end\n",
+            "set -e GENV_ENVIRONMENT_ID; set -e GENV_SHIM_PATH\n",
+        )
+        .to_string(),
+    }
+}
+
+/// The function for the user's rc file. It runs the genv binary that printed it; for
+/// activate/deactivate it evals what genv prints and returns genv's own exit status.
+pub fn init_code(shell: &str) -> Result<String, Error> {
+    let exe = std::env::current_exe()
+        .map_err(|e| Error::State(format!("cannot locate the genv binary: {e}")))?;
+    let exe = exe.display().to_string();
+    Ok(match shell {
+        "fish" => format!(
+            r#"function genv --description 'GPU environments'
+    switch "$argv[1]"
+        case activate deactivate
+            set -l __genv_code ({exe} $argv --shell fish --shell-pid $fish_pid | string collect)
+            set -l __genv_rc $pipestatus[1]
+            if test $__genv_rc -eq 0; and test -n "$__genv_code"
+                eval $__genv_code
+            end
+            return $__genv_rc
+        case '*'
+            {exe} $argv
+    end
+end
+"#,
+            exe = fq(&exe)
+        ),
+        dialect => format!(
+            r#"genv() {{
+    case "${{1-}}" in
+        activate|deactivate)
+            local __genv_code __genv_rc
+            __genv_code="$(command {exe} "$@" --shell {dialect} --shell-pid $$)"
+            __genv_rc=$?
+            if [ $__genv_rc -eq 0 ] && [ -n "$__genv_code" ]; then eval "$__genv_code"; fi
+            return $__genv_rc
+            ;;
+        *)
+            command {exe} "$@"
+            ;;
+    esac
+}}
+"#,
+            exe = sq(&exe)
+        ),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quoting() {
+        assert_eq!(sq("a'b"), r"'a'\''b'");
+        assert_eq!(fq(r"a'b\c"), r"'a\'b\\c'");
+    }
+}
