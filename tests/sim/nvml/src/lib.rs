@@ -122,11 +122,8 @@ fn index_of(handle: sys::nvmlDevice_t) -> Result<usize, Ret> {
     let base = DEVICES.as_ptr() as usize;
     let addr = handle as usize;
     let size = std::mem::size_of::<DeviceSlot>();
-    if addr < base || (addr - base) % size != 0 {
-        return Err(INVALID_ARGUMENT);
-    }
-    let index = (addr - base) / size;
-    if index >= machine().gpus.len() {
+    let index = addr.wrapping_sub(base) / size;
+    if addr < base || base + index * size != addr || index >= machine().gpus.len() {
         return Err(INVALID_ARGUMENT);
     }
     Ok(index)
@@ -203,4 +200,190 @@ fn process_name(pid: u32) -> Option<String> {
     let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
     let comm = comm.trim_end_matches('\n');
     (!comm.is_empty()).then(|| comm.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::device::*;
+    use super::events::*;
+    use super::export::*;
+    use super::procs::*;
+    use super::system::*;
+    use super::*;
+    use std::ffi::{c_uint, c_void};
+    use std::ptr::null_mut;
+
+    const SMI_UUID: [u8; 16] = [
+        0xc4, 0xfe, 0x3e, 0x6c, 0xc9, 0x8f, 0x6c, 0x4e, 0xa3, 0x27, 0xee, 0x69, 0x6e, 0x12, 0xf7,
+        0xc4,
+    ];
+
+    /// One test, because the init count and the machine are process-wide.
+    #[test]
+    fn nvml_contract() {
+        let dir = std::env::temp_dir().join(format!("genv-sim-nvml-test-{}", std::process::id()));
+        std::env::set_var("GENV_SIM_DIR", &dir);
+        std::env::set_var("GENV_SIM_GPUS", "3");
+        std::env::set_var("GENV_SIM_GPU_MEMORY", "1gi");
+        unsafe {
+            let mut n = 0u32;
+            assert_eq!(nvmlDeviceGetCount_v2(&mut n), UNINITIALIZED);
+            assert_eq!(nvmlShutdown(), UNINITIALIZED);
+            assert_eq!(nvmlInit_v2(), SUCCESS);
+            assert_eq!(nvmlInitWithFlags(0), SUCCESS);
+            assert_eq!(nvmlShutdown(), SUCCESS);
+            assert_eq!(
+                nvmlDeviceGetCount_v2(&mut n),
+                SUCCESS,
+                "still one init left"
+            );
+            assert_eq!(n, 3);
+
+            // Handles: stable, and anything else is refused.
+            let mut h = null_mut();
+            let mut h2 = null_mut();
+            assert_eq!(nvmlDeviceGetHandleByIndex_v2(2, &mut h), SUCCESS);
+            assert_eq!(nvmlDeviceGetHandleByIndex(2, &mut h2), SUCCESS);
+            assert_eq!(h, h2);
+            assert_eq!(nvmlDeviceGetHandleByIndex_v2(3, &mut h2), INVALID_ARGUMENT);
+            let mut idx = 9u32;
+            assert_eq!(nvmlDeviceGetIndex(h, &mut idx), SUCCESS);
+            assert_eq!(idx, 2);
+            for bad in [
+                null_mut(),
+                (h as usize + 1) as sys::nvmlDevice_t,
+                handle_of(3),
+            ] {
+                assert_eq!(nvmlDeviceGetIndex(bad, &mut idx), INVALID_ARGUMENT);
+            }
+            assert_eq!(nvmlDeviceGetIndex(h, null_mut()), INVALID_ARGUMENT);
+            let mut by_bus = null_mut();
+            assert_eq!(
+                nvmlDeviceGetHandleByPciBusId_v2(c"0000:38:00.0".as_ptr(), &mut by_bus),
+                SUCCESS
+            );
+            assert_eq!(by_bus, h);
+
+            // Strings: too small a buffer is an error, not a cut.
+            let mut name = [0 as c_char; 64];
+            assert_eq!(
+                nvmlDeviceGetName(h, name.as_mut_ptr(), 5),
+                INSUFFICIENT_SIZE
+            );
+            assert_eq!(nvmlDeviceGetName(h, name.as_mut_ptr(), 64), SUCCESS);
+            assert_eq!(
+                CStr::from_ptr(name.as_ptr()).to_str(),
+                Ok("NVIDIA H100 80GB HBM3")
+            );
+
+            // Memory and processes come from the ledger: hold some as this process.
+            let ledger = genv_sim_common::ledger().expect("ledger");
+            assert!(ledger.reserve(2, 100 << 20));
+            let mut mem: sys::nvmlMemory_v2_t = std::mem::zeroed();
+            assert_eq!(nvmlDeviceGetMemoryInfo_v2(h, &mut mem), SUCCESS);
+            assert_eq!(
+                (mem.total, mem.used, mem.free),
+                (1 << 30, 100 << 20, (1 << 30) - (100 << 20))
+            );
+            let mut count = 0u32;
+            assert_eq!(
+                nvmlDeviceGetComputeRunningProcesses_v3(h, &mut count, null_mut()),
+                INSUFFICIENT_SIZE
+            );
+            assert_eq!(count, 1);
+            let mut infos: [sys::nvmlProcessInfo_v2_t; 2] = std::mem::zeroed();
+            count = 2;
+            assert_eq!(
+                nvmlDeviceGetComputeRunningProcesses_v3(h, &mut count, infos.as_mut_ptr()),
+                SUCCESS
+            );
+            assert_eq!(count, 1);
+            assert_eq!(infos[0].pid, std::process::id());
+            assert_eq!(infos[0].usedGpuMemory, 100 << 20);
+            count = 0;
+            assert_eq!(
+                nvmlDeviceGetGraphicsRunningProcesses_v3(h, &mut count, null_mut()),
+                SUCCESS
+            );
+            assert_eq!(count, 0);
+
+            // nvidia-smi's private table.
+            let mut table: *const c_void = 0x1 as *const c_void;
+            let other = [0u8; 16];
+            assert_ne!(nvmlInternalGetExportTable(&mut table, &other), SUCCESS);
+            assert_eq!(
+                table, 0x1 as *const c_void,
+                "unknown tables leave the output alone"
+            );
+            assert_eq!(nvmlInternalGetExportTable(&mut table, &SMI_UUID), SUCCESS);
+            let slots = table as *const usize;
+            assert_eq!(*slots, 0x7a8);
+            for (i, filled) in [
+                (1, false),
+                (12, true),
+                (75, true),
+                (81, true),
+                (213, true),
+                (244, false),
+            ] {
+                assert_eq!(*slots.add(i) != 0, filled, "slot {i}");
+            }
+            type BusId = unsafe extern "C" fn(c_uint, *mut c_char, c_uint) -> Ret;
+            let bus_id: BusId = std::mem::transmute(*slots.add(81));
+            assert_eq!(bus_id(1, name.as_mut_ptr(), 64), SUCCESS);
+            assert_eq!(CStr::from_ptr(name.as_ptr()).to_str(), Ok("0000:28:00.0"));
+            assert_eq!(bus_id(3, name.as_mut_ptr(), 64), INVALID_ARGUMENT);
+            type Procs = unsafe extern "C" fn(sys::nvmlDevice_t, *mut c_uint, *mut u8) -> Ret;
+            let procs: Procs = std::mem::transmute(*slots.add(213));
+            let mut records = vec![0u8; 0x1020 * 4];
+            count = 4;
+            assert_eq!(procs(h, &mut count, records.as_mut_ptr()), SUCCESS);
+            assert_eq!(count, 1);
+            assert_eq!(
+                u32::from_ne_bytes(records[0..4].try_into().unwrap()),
+                std::process::id()
+            );
+            assert_eq!(
+                u64::from_ne_bytes(records[8..16].try_into().unwrap()),
+                100 << 20
+            );
+            assert_ne!(records[0x20], 0, "a process name is written");
+
+            ledger.release(2, 100 << 20);
+            assert_eq!(nvmlDeviceGetMemoryInfo_v2(h, &mut mem), SUCCESS);
+            assert_eq!(mem.used, 0);
+
+            let mut set = null_mut();
+            assert_eq!(nvmlEventSetCreate(&mut set), SUCCESS);
+            let mut data: sys::nvmlEventData_t = std::mem::zeroed();
+            assert_eq!(nvmlEventSetWait_v2(set, &mut data, 1), TIMEOUT);
+            assert_eq!(nvmlEventSetFree(set), SUCCESS);
+            assert_eq!(nvmlEventSetFree(set), INVALID_ARGUMENT);
+
+            assert_eq!(nvmlShutdown(), SUCCESS);
+            assert_eq!(nvmlDeviceGetIndex(h, &mut idx), UNINITIALIZED);
+            assert_eq!(
+                nvmlInternalGetExportTable(null_mut(), &SMI_UUID),
+                INVALID_ARGUMENT
+            );
+        }
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn error_strings() {
+        let s = |r| {
+            unsafe { CStr::from_ptr(nvmlErrorString(r)) }
+                .to_str()
+                .unwrap()
+        };
+        assert_eq!(s(SUCCESS), "Success");
+        assert_eq!(s(INSUFFICIENT_SIZE), "Insufficient Size");
+        assert_eq!(s(12345), "Unknown Error");
+    }
+
+    #[test]
+    fn panics_become_unknown() {
+        assert_eq!(call("test", || panic!("boom")), UNKNOWN);
+    }
 }
