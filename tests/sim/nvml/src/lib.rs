@@ -308,13 +308,11 @@ mod tests {
             assert_eq!(count, 0);
 
             // nvidia-smi's private table.
-            let mut table: *const c_void = 0x1 as *const c_void;
+            let sentinel = SMI_UUID.as_ptr() as *const c_void;
+            let mut table = sentinel;
             let other = [0u8; 16];
             assert_ne!(nvmlInternalGetExportTable(&mut table, &other), SUCCESS);
-            assert_eq!(
-                table, 0x1 as *const c_void,
-                "unknown tables leave the output alone"
-            );
+            assert_eq!(table, sentinel, "unknown tables leave the output alone");
             assert_eq!(nvmlInternalGetExportTable(&mut table, &SMI_UUID), SUCCESS);
             let slots = table as *const usize;
             assert_eq!(*slots, 0x7a8);
