@@ -81,10 +81,10 @@ unsafe extern "C" fn get_export_table(table: *mut *const c_void, uuid: *const [u
 fn log_unknown_layout(size: usize) {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
-        crate::log::debug(&format!(
+        crate::debug!(
             "nvml: nvidia-smi's export table has size {size:#x}, not 535's {LAYOUT_535_SIZE:#x}: \
              passed through unchanged, so nvidia-smi shows every GPU and process"
-        ))
+        )
     });
 }
 
