@@ -194,6 +194,8 @@ pub struct Genv {
 /// its activating processes (pid + start time) or one of its shim processes runs.
 struct Liveness {
     shim_serials: HashSet<u64>,
+    /// (pid, start time) -> alive: each process is looked up in /proc once per command.
+    pids: std::cell::RefCell<std::collections::HashMap<(u32, u64), bool>>,
 }
 
 impl Liveness {
@@ -207,12 +209,22 @@ impl Liveness {
                 shim_serials.insert(s.env_serial.load(std::sync::atomic::Ordering::Acquire));
             }
         }
-        Liveness { shim_serials }
+        Liveness {
+            shim_serials,
+            pids: Default::default(),
+        }
+    }
+
+    fn pid_alive(&self, p: &PidRec) -> bool {
+        *self
+            .pids
+            .borrow_mut()
+            .entry((p.pid, p.start_time))
+            .or_insert_with(|| procfs::alive(p.pid, p.start_time))
     }
 
     fn alive(&self, e: &EnvRec) -> bool {
-        self.shim_serials.contains(&e.serial)
-            || e.pids().iter().any(|p| procfs::alive(p.pid, p.start_time))
+        self.shim_serials.contains(&e.serial) || e.pids().iter().any(|p| self.pid_alive(p))
     }
 }
 
@@ -494,7 +506,10 @@ impl Genv {
             pids: e
                 .pids()
                 .iter()
-                .filter(|p| procfs::alive(p.pid, p.start_time))
+                .filter(|p| match live {
+                    Some(l) => l.pid_alive(p),
+                    None => procfs::alive(p.pid, p.start_time),
+                })
                 .map(|p| p.pid)
                 .collect(),
             processes,
