@@ -121,10 +121,8 @@ pub fn lookup(name: &CStr) -> Option<*mut c_void> {
         b"nvmlInternalGetExportTable" => export::wrapper(),
         other => procs::lookup(other)?,
     };
-    // A wrapper for a function the driver lacks would make the client believe it exists.
-    if crate::hook::real_nvml(name).is_null() {
-        return None;
-    }
+    // The hook asks only for names the real NVML defines, so a wrapper never makes a client
+    // believe in a function the driver lacks.
     Some(w)
 }
 
@@ -147,18 +145,13 @@ pub(crate) fn host_of_virtual(i: c_uint) -> Option<u32> {
 
 /// The virtual index of NVML index `host`, when that device is attached.
 pub(crate) fn virtual_of_host(host: u32) -> Option<u32> {
-    let v = crate::view::get()?;
-    v.devices()
-        .iter()
-        .position(|d| d.host_index == host)
-        .map(|i| i as u32)
+    crate::view::get()?.host_to_virtual(host)
 }
 
 /// (capacity, the environment's use) on NVML device `host`, when it is attached.
 fn memory_of_host(host: u32) -> Option<(u64, u64)> {
     let v = crate::view::get()?;
-    let d = v.devices().iter().find(|d| d.host_index == host)?;
-    Some((d.capacity, v.env_used(host)))
+    Some((v.device(host)?.capacity, v.env_used(host)))
 }
 
 /// The environment's processes on NVML device `host`, with what each holds there.
