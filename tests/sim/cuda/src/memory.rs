@@ -534,7 +534,7 @@ fn fill<T: Copy>(dst: u64, pitch: usize, value: T, width: usize, height: usize) 
         if width == 0 || height == 0 {
             return Ok(());
         }
-        if dst % size as u64 != 0 || (height > 1 && pitch < width * size) {
+        if dst & (size as u64 - 1) != 0 || (height > 1 && pitch < width * size) {
             return Err(CUDA_ERROR_INVALID_VALUE);
         }
         let span = pitch as u64 * (height as u64 - 1) + (width * size) as u64;

@@ -8,6 +8,10 @@ use std::ffi::c_int;
 
 pub const GRANULARITY: u64 = 2 << 20;
 
+fn aligned(x: u64) -> bool {
+    x & (GRANULARITY - 1) == 0
+}
+
 /// Validates an allocation's properties; returns the NVML index of its device.
 fn check_prop(d: &Driver, prop: *const CUmemAllocationProp) -> Result<usize, CUresult> {
     let p = unsafe { prop.as_ref() }.ok_or(CUDA_ERROR_INVALID_VALUE)?;
@@ -51,7 +55,7 @@ pub unsafe extern "C" fn cuMemCreate(
         d.ready()?;
         let nvml = check_prop(&d, prop)?;
         let size = size as u64;
-        if handle.is_null() || flags != 0 || size == 0 || size % GRANULARITY != 0 {
+        if handle.is_null() || flags != 0 || size == 0 || !aligned(size) {
             return Err(CUDA_ERROR_INVALID_VALUE);
         }
         if !reserve(nvml, size) {
@@ -196,12 +200,7 @@ pub unsafe extern "C" fn cuMemAddressReserve(
         } else {
             alignment as u64
         };
-        if ptr.is_null()
-            || flags != 0
-            || size == 0
-            || size % GRANULARITY != 0
-            || !align.is_power_of_two()
-        {
+        if ptr.is_null() || flags != 0 || size == 0 || !aligned(size) || !align.is_power_of_two() {
             return Err(CUDA_ERROR_INVALID_VALUE);
         }
         // Over-reserve, then trim to the alignment asked for.
@@ -261,7 +260,7 @@ pub unsafe extern "C" fn cuMemMap(
         let mut d = driver();
         d.ready()?;
         let (size, offset) = (size as u64, offset as u64);
-        if flags != 0 || size == 0 || size % GRANULARITY != 0 || offset % GRANULARITY != 0 {
+        if flags != 0 || size == 0 || !aligned(size) || !aligned(offset) {
             return Err(CUDA_ERROR_INVALID_VALUE);
         }
         let fd = match d.phys.get(&handle) {
@@ -270,7 +269,7 @@ pub unsafe extern "C" fn cuMemMap(
         };
         let inside = matches!(d.reserved.range(..=ptr).next_back(),
             Some((&b, &s)) if ptr + size <= b + s);
-        if !inside || ptr % GRANULARITY != 0 {
+        if !inside || !aligned(ptr) {
             return Err(CUDA_ERROR_INVALID_VALUE);
         }
         let overlaps = d
