@@ -1,6 +1,7 @@
 //! The `genv` command line: thin presentation over `genv_state` (every state change lives there).
 
 mod exec;
+mod lock;
 mod output;
 mod shell;
 
@@ -133,6 +134,13 @@ enum Cmd {
         index: Vec<String>,
         #[arg(long)]
         over_subscribe: bool,
+        /// The command and its arguments
+        #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+        command: Vec<String>,
+    },
+    /// Run a command with exclusive use of the attached devices among the environments sharing
+    /// them (waits while another environment holds them; nothing to lock outside an environment)
+    Lock {
         /// The command and its arguments
         #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
         command: Vec<String>,
@@ -345,6 +353,7 @@ fn run(cmd: Cmd) -> Result<ExitCode, Error> {
                 .collect::<Result<_, _>>()?;
             exec::run(&caller, config, index, over_subscribe, command)
         }
+        Cmd::Lock { command } => lock::run(current_eid(), command),
         Cmd::ShellInit { shell: s } => {
             print!("{}", shell::init_code(&s)?);
             Ok(ExitCode::SUCCESS)

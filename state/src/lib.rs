@@ -6,6 +6,7 @@ pub mod devices;
 pub mod home;
 pub mod layout;
 pub mod ledger;
+pub mod lock;
 pub mod ops;
 pub mod procfs;
 pub mod store;

@@ -1,0 +1,314 @@
+//! `genv._native`: the state operations of genv-state for the Python SDK (`genv.sdk`).
+//!
+//! Thin on purpose: the Python layer owns the process side (os.environ, context managers,
+//! warnings) and this module owns everything that touches the shared state, so the SDK and the
+//! CLI cannot disagree. Errors: bad values raise ValueError, everything else RuntimeError, each
+//! with genv-state's message.
+
+use genv_state::devices::Gpu;
+use genv_state::{devices, lock, AttachOutcome, Caller, Config, EnvInfo, Error, Genv};
+use pyo3::exceptions::{PyRuntimeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::PyDict;
+use std::sync::Mutex;
+
+fn err(e: Error) -> PyErr {
+    match e {
+        Error::Input(m) => PyValueError::new_err(m),
+        other => PyRuntimeError::new_err(other.to_string()),
+    }
+}
+
+fn open() -> PyResult<Genv> {
+    Genv::open().map_err(err)
+}
+
+/// The machine's GPUs. `nvml` is false in a process that runs under the shim: its NVML shows
+/// the environment's view (renumbered, capped), which must never become the state's device
+/// list, so the list last written to the state is used there (NVML only when there is none).
+fn machine_gpus(genv: &Genv, nvml: bool) -> Result<Vec<Gpu>, Error> {
+    if !nvml {
+        let known: Vec<Gpu> = genv
+            .devices()
+            .into_iter()
+            .map(|d| Gpu {
+                index: d.index,
+                uuid: d.uuid,
+                name: d.name,
+                total_memory: d.total_memory,
+            })
+            .collect();
+        if !known.is_empty() {
+            return Ok(known);
+        }
+    }
+    devices::read_gpus()
+}
+
+/// Builds and validates a configuration; the messages name the field and what is allowed.
+fn config(name: Option<String>, gpus: Option<i64>, gpu_memory: Option<String>) -> PyResult<Config> {
+    let gpus = match gpus {
+        None => None,
+        Some(g) => Some(
+            u32::try_from(g)
+                .ok()
+                .filter(|g| (*g as usize) <= genv_state::layout::MAX_DEVICES)
+                .ok_or_else(|| {
+                    PyValueError::new_err(format!(
+                        "invalid device count {g}: expected a whole number from 0 to {}",
+                        genv_state::layout::MAX_DEVICES
+                    ))
+                })?,
+        ),
+    };
+    let c = Config {
+        name,
+        gpus,
+        gpu_memory,
+    };
+    c.validate().map_err(err)?;
+    Ok(c)
+}
+
+fn env_dict<'py>(py: Python<'py>, e: &EnvInfo) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
+    d.set_item("eid", &e.eid)?;
+    d.set_item("uid", e.uid)?;
+    d.set_item("username", &e.username)?;
+    d.set_item("name", &e.config.name)?;
+    d.set_item("gpus", e.config.gpus)?;
+    d.set_item("gpu_memory", &e.config.gpu_memory)?;
+    d.set_item("created_ms", e.created_ms)?;
+    d.set_item("pids", &e.pids)?;
+    d.set_item("processes", &e.processes)?;
+    d.set_item("attached", &e.attached)?;
+    d.set_item("used_memory", &e.used_memory)?;
+    Ok(d)
+}
+
+/// Validates a configuration (raises ValueError naming the bad field).
+#[pyfunction]
+#[pyo3(signature = (name=None, gpus=None, gpu_memory=None))]
+fn validate_config(
+    name: Option<String>,
+    gpus: Option<i64>,
+    gpu_memory: Option<String>,
+) -> PyResult<()> {
+    config(name, gpus, gpu_memory).map(|_| ())
+}
+
+/// Parses a GPU memory amount such as `4g` into bytes.
+#[pyfunction]
+fn parse_gpu_memory(amount: &str) -> PyResult<u64> {
+    genv_state::ops::parse_gpu_memory(amount).map_err(err)
+}
+
+/// Creates (or joins) environment `eid` for process `pid`, configures it and, when `attach`
+/// and a device count is configured, attaches it; all or nothing.
+#[pyfunction]
+#[pyo3(signature = (eid, pid, name=None, gpus=None, gpu_memory=None, attach=true, over_subscribe=false, nvml=true))]
+#[allow(clippy::too_many_arguments)]
+fn activate<'py>(
+    py: Python<'py>,
+    eid: &str,
+    pid: u32,
+    name: Option<String>,
+    gpus: Option<i64>,
+    gpu_memory: Option<String>,
+    attach: bool,
+    over_subscribe: bool,
+    nvml: bool,
+) -> PyResult<Bound<'py, PyDict>> {
+    let c = config(name, gpus, gpu_memory)?;
+    let info = py
+        .allow_threads(|| -> Result<EnvInfo, Error> {
+            let genv = Genv::open()?;
+            let gpus_list;
+            let att = if attach && c.gpus.is_some() {
+                gpus_list = machine_gpus(&genv, nvml)?;
+                Some((gpus_list.as_slice(), over_subscribe))
+            } else {
+                None
+            };
+            genv.activate(&Caller::current(), eid, pid, &c, att)
+        })
+        .map_err(err)?;
+    env_dict(py, &info)
+}
+
+/// Removes `pid` from environment `eid` (the environment ends with its last process).
+#[pyfunction]
+fn deactivate(py: Python<'_>, eid: &str, pid: u32) -> PyResult<()> {
+    py.allow_threads(|| Genv::open()?.deactivate(&Caller::current(), eid, pid))
+        .map_err(err)
+}
+
+/// Environment `eid` as a dict, or None when it does not exist (any more).
+#[pyfunction]
+fn env<'py>(py: Python<'py>, eid: &str) -> PyResult<Option<Bound<'py, PyDict>>> {
+    let genv = open()?;
+    genv.env(eid).map(|e| env_dict(py, &e)).transpose()
+}
+
+/// Every live environment, oldest first.
+#[pyfunction]
+fn envs(py: Python<'_>) -> PyResult<Vec<Bound<'_, PyDict>>> {
+    let genv = open()?;
+    genv.envs().iter().map(|e| env_dict(py, e)).collect()
+}
+
+/// Every device the state knows (refreshed from NVML when it can be read), with attachments.
+#[pyfunction]
+#[pyo3(signature = (nvml=true))]
+fn devices_list(py: Python<'_>, nvml: bool) -> PyResult<Vec<Bound<'_, PyDict>>> {
+    let genv = open()?;
+    if nvml {
+        if let Ok(gpus) = py.allow_threads(devices::read_gpus) {
+            genv.refresh_devices(&gpus).map_err(err)?;
+        }
+    }
+    genv.devices()
+        .iter()
+        .map(|d| {
+            let o = PyDict::new(py);
+            o.set_item("index", d.index)?;
+            o.set_item("uuid", &d.uuid)?;
+            o.set_item("name", &d.name)?;
+            o.set_item("total_memory", d.total_memory)?;
+            let eids: Vec<&str> = d.attachments.iter().map(|a| a.eid.as_str()).collect();
+            o.set_item("eids", eids)?;
+            Ok(o)
+        })
+        .collect()
+}
+
+/// Replaces the configuration of environment `eid`.
+#[pyfunction]
+#[pyo3(signature = (eid, name=None, gpus=None, gpu_memory=None))]
+fn set_config(
+    eid: &str,
+    name: Option<String>,
+    gpus: Option<i64>,
+    gpu_memory: Option<String>,
+) -> PyResult<()> {
+    let c = config(name, gpus, gpu_memory)?;
+    open()?.set_config(&Caller::current(), eid, &c).map_err(err)
+}
+
+/// Attaches per the configured device count, or device `index`; returns the attached indices.
+#[pyfunction]
+#[pyo3(signature = (eid, index=None, over_subscribe=false, nvml=true))]
+fn attach(
+    py: Python<'_>,
+    eid: &str,
+    index: Option<i64>,
+    over_subscribe: bool,
+    nvml: bool,
+) -> PyResult<Vec<u32>> {
+    let index = index
+        .map(|i| {
+            u32::try_from(i).map_err(|_| {
+                PyValueError::new_err(format!(
+                    "invalid device index {i}: expected a whole number (0 for the first GPU)"
+                ))
+            })
+        })
+        .transpose()?;
+    let out = py
+        .allow_threads(|| -> Result<AttachOutcome, Error> {
+            let genv = Genv::open()?;
+            let gpus = machine_gpus(&genv, nvml)?;
+            genv.attach(&Caller::current(), eid, &gpus, index, over_subscribe)
+        })
+        .map_err(|e| match e {
+            // Not a bad value: the environment is not ready for a count-based attach.
+            Error::Input(m) if m.starts_with("the device count is not configured") => {
+                PyRuntimeError::new_err(m)
+            }
+            e => err(e),
+        })?;
+    match out {
+        AttachOutcome::Attached(v) => Ok(v),
+        AttachOutcome::Failed(m) => Err(PyRuntimeError::new_err(m)),
+    }
+}
+
+/// Detaches from every device, or from device `index` only.
+#[pyfunction]
+#[pyo3(signature = (eid, index=None))]
+fn detach(eid: &str, index: Option<i64>) -> PyResult<()> {
+    let index = index
+        .map(|i| {
+            u32::try_from(i).map_err(|_| {
+                PyValueError::new_err(format!(
+                    "invalid device index {i}: expected a whole number (0 for the first GPU)"
+                ))
+            })
+        })
+        .transpose()?;
+    open()?.detach(&Caller::current(), eid, index).map_err(err)
+}
+
+/// Held device locks; `release()` (or garbage collection, or the process dying) lets go.
+#[pyclass(module = "genv._native")]
+struct DeviceLock {
+    inner: Mutex<Option<lock::DeviceLock>>,
+}
+
+#[pymethods]
+impl DeviceLock {
+    /// The NVML indices held, ascending (empty once released, or when nothing was to be locked).
+    fn devices(&self) -> Vec<u32> {
+        self.inner
+            .lock()
+            .map(|g| g.as_ref().map(|l| l.devices()).unwrap_or_default())
+            .unwrap_or_default()
+    }
+
+    fn release(&self) {
+        if let Ok(mut g) = self.inner.lock() {
+            g.take();
+        }
+    }
+}
+
+/// Blocks until environment `eid` has exclusive use of its attached devices among the
+/// environments sharing them. The GIL is released while waiting; Ctrl-C interrupts the wait.
+#[pyfunction]
+fn lock_env(py: Python<'_>, eid: &str) -> PyResult<DeviceLock> {
+    let genv = open()?;
+    let mut pending: Option<PyErr> = None;
+    let r = py.allow_threads(|| {
+        lock::lock_env(&genv, eid, &mut || {
+            // A signal interrupted the wait: let Python run its handlers (KeyboardInterrupt).
+            Python::with_gil(|py| py.check_signals()).map_err(|e| {
+                pending = Some(e);
+                Error::Input("interrupted".into())
+            })
+        })
+    });
+    match (r, pending) {
+        (_, Some(e)) => Err(e),
+        (Ok(l), None) => Ok(DeviceLock {
+            inner: Mutex::new(Some(l)),
+        }),
+        (Err(e), None) => Err(err(e)),
+    }
+}
+
+#[pymodule]
+fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(validate_config, m)?)?;
+    m.add_function(wrap_pyfunction!(parse_gpu_memory, m)?)?;
+    m.add_function(wrap_pyfunction!(activate, m)?)?;
+    m.add_function(wrap_pyfunction!(deactivate, m)?)?;
+    m.add_function(wrap_pyfunction!(env, m)?)?;
+    m.add_function(wrap_pyfunction!(envs, m)?)?;
+    m.add_function(wrap_pyfunction!(devices_list, m)?)?;
+    m.add_function(wrap_pyfunction!(set_config, m)?)?;
+    m.add_function(wrap_pyfunction!(attach, m)?)?;
+    m.add_function(wrap_pyfunction!(detach, m)?)?;
+    m.add_function(wrap_pyfunction!(lock_env, m)?)?;
+    m.add_class::<DeviceLock>()?;
+    Ok(())
+}

@@ -1,0 +1,335 @@
+//! Exclusive use of over-subscribed devices (`genv lock`, `genv.sdk.lock()`).
+//!
+//! Several environments may be attached to one GPU with `--over-subscribe`; a lock gives one of
+//! them the GPU at a time. Ownership belongs to an *environment*, not to a process: any number of
+//! processes of the owning environment may hold it together, and processes of other environments
+//! wait until none of them is left.
+//!
+//! Per device (by UUID, so a renumbered machine cannot mix devices up), under
+//! `$GENV_TMPDIR/locks/` (mode 1777, files 0666 so that every user can take them):
+//! - `device-<uuid>.lock`: a short-lived mutex (`flock` LOCK_EX) around the decision below;
+//!   nobody waits for anything while holding it.
+//! - `device-<uuid>.env-<hex eid>.lock`: every process of environment E that holds the device
+//!   holds LOCK_SH on E's file. "E owns the device" means "someone holds E's file".
+//!
+//! Acquiring device d for E: take the mutex; probe every other environment's file of d with
+//! LOCK_EX|LOCK_NB. A probe that succeeds finds nobody there (the file is unlinked, still under
+//! the mutex, so stale files do not pile up); one that fails finds the owner: release the mutex,
+//! block on LOCK_EX of the owner's file until its last holder is gone, and start over. When no
+//! other environment holds d, take LOCK_SH on E's own file, still under the mutex, then release it.
+//!
+//! Every open and every LOCK_SH happens under the mutex, so a probe cannot race a new holder, and
+//! unlinking under the mutex cannot strand a holder on a dead inode. The kernel drops `flock`s
+//! when their holder dies (also SIGKILL), so a killed holder frees its devices at once.
+//! Devices are taken in ascending NVML index order and released together, so two lockers
+//! cannot each hold a device the other waits for.
+
+use crate::store::state_dir;
+use crate::Error;
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::io::AsRawFd;
+use std::path::{Path, PathBuf};
+
+/// The directory of the lock files: `$GENV_TMPDIR/locks`.
+pub fn lock_dir() -> PathBuf {
+    state_dir().join("locks")
+}
+
+/// Held devices; dropping it (or the holder dying) releases them.
+#[derive(Debug)]
+pub struct DeviceLock {
+    /// (NVML index, our LOCK_SH file), ascending by index.
+    held: Vec<(u32, File)>,
+}
+
+impl DeviceLock {
+    /// The NVML indices held, ascending.
+    pub fn devices(&self) -> Vec<u32> {
+        self.held.iter().map(|(i, _)| *i).collect()
+    }
+
+    /// A lock of nothing (outside an environment, or no devices attached).
+    pub fn none() -> DeviceLock {
+        DeviceLock { held: Vec::new() }
+    }
+}
+
+fn io_err(path: &Path, what: &str, e: std::io::Error) -> Error {
+    Error::State(format!("cannot {what} {}: {e}", path.display()))
+}
+
+fn ensure_dir(dir: &Path) -> Result<(), Error> {
+    if !dir.is_dir() {
+        if let Some(parent) = dir.parent() {
+            if !parent.is_dir() {
+                std::fs::create_dir_all(parent)
+                    .map_err(|e| io_err(parent, "create the directory", e))?;
+                // The state directory is shared by every user, like /tmp.
+                let _ = std::fs::set_permissions(parent, std::fs::Permissions::from_mode(0o1777));
+            }
+        }
+        match std::fs::create_dir(dir) {
+            Ok(()) => {
+                // Not create_dir's mode: the umask would take the bits other users need.
+                std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o1777))
+                    .map_err(|e| io_err(dir, "set the permissions of", e))?;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(io_err(dir, "create the directory", e)),
+        }
+    }
+    Ok(())
+}
+
+fn open_lock_file(path: &Path) -> Result<File, Error> {
+    let f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o666)
+        .custom_flags(libc::O_CLOEXEC)
+        .open(path)
+        .map_err(|e| io_err(path, "open the lock file", e))?;
+    // Creating honoured the umask; another user must still be able to open it read-write.
+    if let Ok(m) = f.metadata() {
+        if m.permissions().mode() & 0o777 != 0o666 && m.uid() == crate::procfs::current_uid() {
+            let _ = f.set_permissions(std::fs::Permissions::from_mode(0o666));
+        }
+    }
+    Ok(f)
+}
+
+/// `flock(op)`; EINTR calls `interrupted`, which may abort the wait (Ctrl-C in Python).
+fn flock(
+    f: &File,
+    op: libc::c_int,
+    interrupted: &mut dyn FnMut() -> Result<(), Error>,
+) -> Result<bool, std::io::Error> {
+    loop {
+        if unsafe { libc::flock(f.as_raw_fd(), op) } == 0 {
+            return Ok(true);
+        }
+        let e = std::io::Error::last_os_error();
+        match e.raw_os_error() {
+            Some(libc::EINTR) => {
+                if let Err(err) = interrupted() {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::Interrupted,
+                        err.to_string(),
+                    ));
+                }
+            }
+            Some(libc::EWOULDBLOCK) if op & libc::LOCK_NB != 0 => return Ok(false),
+            _ => return Err(e),
+        }
+    }
+}
+
+fn hex(s: &str) -> String {
+    s.bytes().map(|b| format!("{b:02x}")).collect()
+}
+
+/// File-name safe form of a UUID (they are `GPU-xxxxxxxx-…`; anything else is hex-encoded).
+fn uuid_key(uuid: &str) -> String {
+    if !uuid.is_empty()
+        && uuid
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
+        uuid.to_string()
+    } else {
+        format!("x{}", hex(uuid))
+    }
+}
+
+/// Takes device `uuid` for environment `eid`; blocks while another environment holds it.
+fn acquire_one(
+    dir: &Path,
+    uuid: &str,
+    eid: &str,
+    interrupted: &mut dyn FnMut() -> Result<(), Error>,
+) -> Result<File, Error> {
+    let key = uuid_key(uuid);
+    let mutex_path = dir.join(format!("device-{key}.lock"));
+    let prefix = format!("device-{key}.env-");
+    let mine_name = format!("{prefix}{}.lock", hex(eid));
+    let mine_path = dir.join(&mine_name);
+    let mutex = open_lock_file(&mutex_path)?;
+    let wait_err = |p: &Path, e: std::io::Error| -> Error {
+        if e.kind() == std::io::ErrorKind::Interrupted {
+            Error::Input(format!("interrupted while waiting for the lock: {e}"))
+        } else {
+            io_err(p, "lock", e)
+        }
+    };
+    loop {
+        flock(&mutex, libc::LOCK_EX, interrupted).map_err(|e| wait_err(&mutex_path, e))?;
+        // Under the mutex from here to the unlock below.
+        let owner = (|| -> Result<Option<(PathBuf, File)>, Error> {
+            let entries = std::fs::read_dir(dir).map_err(|e| io_err(dir, "read", e))?;
+            for ent in entries.flatten() {
+                let name = ent.file_name();
+                let Some(name) = name.to_str() else { continue };
+                if !name.starts_with(&prefix) || name == mine_name {
+                    continue;
+                }
+                let path = ent.path();
+                let Ok(f) = open_lock_file(&path) else {
+                    continue;
+                };
+                if flock(&f, libc::LOCK_EX | libc::LOCK_NB, &mut || Ok(()))
+                    .map_err(|e| io_err(&path, "lock", e))?
+                {
+                    // Nobody holds it: a leftover of an environment that let go.
+                    let _ = std::fs::remove_file(&path);
+                    continue;
+                }
+                return Ok(Some((path, f)));
+            }
+            Ok(None)
+        })();
+        let owner = match owner {
+            Ok(o) => o,
+            Err(e) => {
+                let _ = flock(&mutex, libc::LOCK_UN, &mut || Ok(()));
+                return Err(e);
+            }
+        };
+        match owner {
+            None => {
+                let r = open_lock_file(&mine_path).and_then(|f| {
+                    flock(&f, libc::LOCK_SH, &mut || Ok(()))
+                        .map(|_| f)
+                        .map_err(|e| io_err(&mine_path, "lock", e))
+                });
+                let _ = flock(&mutex, libc::LOCK_UN, &mut || Ok(()));
+                return r;
+            }
+            Some((path, f)) => {
+                let _ = flock(&mutex, libc::LOCK_UN, &mut || Ok(()));
+                // Wait, without the mutex, until the owner's last holder lets go; then decide again.
+                flock(&f, libc::LOCK_EX, interrupted).map_err(|e| wait_err(&path, e))?;
+                drop(f);
+            }
+        }
+    }
+}
+
+/// Takes the devices `devices` (NVML index, UUID) for environment `eid`, in ascending index
+/// order, blocking while other environments hold any of them. `interrupted` is called when a
+/// signal interrupts a wait; an error from it abandons the wait (what was taken is released).
+pub fn acquire(
+    eid: &str,
+    devices: &[(u32, String)],
+    interrupted: &mut dyn FnMut() -> Result<(), Error>,
+) -> Result<DeviceLock, Error> {
+    acquire_in(&lock_dir(), eid, devices, interrupted)
+}
+
+fn acquire_in(
+    dir: &Path,
+    eid: &str,
+    devices: &[(u32, String)],
+    interrupted: &mut dyn FnMut() -> Result<(), Error>,
+) -> Result<DeviceLock, Error> {
+    let mut devs: Vec<(u32, String)> = devices.to_vec();
+    devs.sort_by_key(|d| d.0);
+    devs.dedup_by_key(|d| d.0);
+    if devs.is_empty() {
+        return Ok(DeviceLock::none());
+    }
+    ensure_dir(dir)?;
+    let mut held = Vec::with_capacity(devs.len());
+    for (index, uuid) in devs {
+        // On error `held` drops here and releases what was taken.
+        let f = acquire_one(dir, &uuid, eid, interrupted)?;
+        held.push((index, f));
+    }
+    Ok(DeviceLock { held })
+}
+
+/// Locks the devices attached to environment `eid` as the state lists them now. Nothing is
+/// locked when the environment does not exist or has no devices.
+pub fn lock_env(
+    genv: &crate::Genv,
+    eid: &str,
+    interrupted: &mut dyn FnMut() -> Result<(), Error>,
+) -> Result<DeviceLock, Error> {
+    let Some(env) = genv.env(eid) else {
+        return Ok(DeviceLock::none());
+    };
+    let devices = genv.devices();
+    let list: Vec<(u32, String)> = env
+        .attached
+        .iter()
+        .filter_map(|&ix| {
+            devices
+                .iter()
+                .find(|d| d.index == ix)
+                .map(|d| (ix, d.uuid.clone()))
+        })
+        .collect();
+    acquire(eid, &list, interrupted)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::mpsc;
+    use std::time::Duration;
+
+    fn none() -> impl FnMut() -> Result<(), Error> {
+        || Ok(())
+    }
+
+    #[test]
+    fn environments_exclude_each_other_and_share_within() {
+        let tmp = std::env::temp_dir().join(format!("genv-lock-test-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&tmp);
+        let dir = tmp.join("locks");
+        let acquire = |eid: &str, d: &[(u32, String)], f: &mut dyn FnMut() -> Result<(), Error>| {
+            acquire_in(&dir, eid, d, f)
+        };
+        let d0 = (0u32, "GPU-aaaa".to_string());
+        let d1 = (1u32, "GPU-bbbb".to_string());
+
+        // Same environment: no blocking.
+        let a1 = acquire("a", &[d0.clone(), d1.clone()], &mut none()).unwrap();
+        let a2 = acquire("a", &[d1.clone(), d0.clone()], &mut none()).unwrap();
+        assert_eq!(a2.devices(), vec![0, 1]);
+
+        // Another environment waits for both holders of "a".
+        let (tx, rx) = mpsc::channel();
+        let d0c = d0.clone();
+        let dirc = dir.clone();
+        let t = std::thread::spawn(move || {
+            let l = acquire_in(&dirc, "b", &[d0c], &mut || Ok(())).unwrap();
+            tx.send(()).unwrap();
+            drop(l);
+        });
+        assert!(rx.recv_timeout(Duration::from_millis(300)).is_err());
+        drop(a1);
+        assert!(rx.recv_timeout(Duration::from_millis(300)).is_err());
+        drop(a2);
+        rx.recv_timeout(Duration::from_secs(10)).unwrap();
+        t.join().unwrap();
+
+        // Nothing to lock.
+        assert!(acquire("c", &[], &mut none()).unwrap().devices().is_empty());
+
+        // Released files are cleaned up by the next locker.
+        let _c = acquire("c", &[d0.clone()], &mut none()).unwrap();
+        let names: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|n| n.starts_with("device-GPU-aaaa.env-"))
+            .collect();
+        assert_eq!(
+            names,
+            vec![format!("device-GPU-aaaa.env-{}.lock", hex("c"))]
+        );
+        let _ = std::fs::remove_dir_all(&tmp);
+    }
+}
