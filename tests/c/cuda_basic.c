@@ -101,6 +101,15 @@ CUresult cuArray3DCreate_v2(CUarray *, const CUDA_ARRAY3D_DESCRIPTOR *);
 CUresult cuArrayDestroy(CUarray);
 CUresult cuMipmappedArrayCreate(CUarray *, const CUDA_ARRAY3D_DESCRIPTOR *, unsigned);
 CUresult cuMipmappedArrayDestroy(CUarray);
+/* The pre-3.2 ABI: 32-bit device pointers and sizes. */
+CUresult cuMemAlloc(unsigned *, unsigned);
+CUresult cuMemFree(unsigned);
+CUresult cuMemcpyHtoD(unsigned, const void *, unsigned);
+CUresult cuMemcpyDtoH(void *, unsigned, unsigned);
+CUresult cuMemsetD8(unsigned, unsigned char, unsigned);
+CUresult cuMemGetInfo(unsigned *, unsigned *);
+typedef struct { unsigned Width, Height; int Format; unsigned NumChannels; } CUDA_ARRAY_DESCRIPTOR_v1;
+CUresult cuArrayCreate(CUarray *, const CUDA_ARRAY_DESCRIPTOR_v1 *);
 CUresult cuModuleLoadData(CUmodule *, const void *);
 CUresult cuLaunchKernel(CUfunction, unsigned, unsigned, unsigned, unsigned, unsigned, unsigned,
                         unsigned, CUstream, void **, void **);
@@ -386,6 +395,23 @@ static void memory(void) {
     EXPECT(cuArrayCreate_v2(&arr, &ad), 1);
     CHECK(free_now() == f0);
     printf("arrays ok\n");
+
+    unsigned p32, free32, total32;
+    OK(cuMemAlloc(&p32, 4096));
+    CHECK(free_now() == f0 - 4096);
+    OK(cuMemcpyHtoD(p32, src, 4096));
+    OK(cuMemsetD8(p32, 0x5a, 16));
+    OK(cuMemcpyDtoH(dst, p32, 4096));
+    CHECK(dst[15] == 0x5a && dst[16] == src[16] && dst[4095] == src[4095]);
+    OK(cuMemFree(p32));
+    OK(cuMemGetInfo(&free32, &total32));
+    CHECK(total32 == 0xffffffffu); /* clamped */
+    CUDA_ARRAY_DESCRIPTOR_v1 ad1 = {64, 64, 0x01, 1};
+    OK(cuArrayCreate(&arr, &ad1));
+    CHECK(free_now() == f0 - 64 * 64);
+    OK(cuArrayDestroy(arr));
+    CHECK(free_now() == f0);
+    printf("v1 abi ok\n");
 }
 
 static void no_gpu_code(void) {

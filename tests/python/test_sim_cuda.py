@@ -70,7 +70,7 @@ def test_c_client_devices_contexts_and_every_kind_of_memory(sim, cbin):
     assert len({d[2] for d in devs}) == 4
     assert [d[2] for d in devs] == nvml_order(sim, cbin)  # default CUDA order = NVML order
     assert "context used=0" in out
-    for stage in ("linear ok", "pitch managed host ok", "pools ok", "vmm ok", "arrays ok", "done"):
+    for stage in ("linear ok", "pitch managed host ok", "pools ok", "vmm ok", "arrays ok", "v1 abi ok", "done"):
         assert stage in out
     assert "error 100 no CUDA-capable device is detected" in out
 

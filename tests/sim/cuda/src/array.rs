@@ -163,3 +163,60 @@ pub unsafe extern "C" fn cuMipmappedArrayCreate(
 pub unsafe extern "C" fn cuMipmappedArrayDestroy(handle: CUmipmappedArray) -> CUresult {
     ffi(|| destroy(handle, true))
 }
+
+/// The pre-3.2 descriptors, with `unsigned int` extents.
+#[repr(C)]
+pub struct CudaArrayDescriptorV1 {
+    width: c_uint,
+    height: c_uint,
+    format: u32,
+    num_channels: c_uint,
+}
+
+#[repr(C)]
+pub struct CudaArray3dDescriptorV1 {
+    width: c_uint,
+    height: c_uint,
+    depth: c_uint,
+    format: u32,
+    num_channels: c_uint,
+    flags: c_uint,
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn cuArrayCreate(
+    handle: *mut CUarray,
+    desc: *const CudaArrayDescriptorV1,
+) -> CUresult {
+    ffi(|| {
+        let a = desc.as_ref().ok_or(CUDA_ERROR_INVALID_VALUE)?;
+        let d3 = CudaArray3dDescriptor {
+            width: a.width as usize,
+            height: a.height as usize,
+            depth: 0,
+            format: a.format,
+            num_channels: a.num_channels,
+            flags: 0,
+        };
+        create(handle, d3, false)
+    })
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn cuArray3DCreate(
+    handle: *mut CUarray,
+    desc: *const CudaArray3dDescriptorV1,
+) -> CUresult {
+    ffi(|| {
+        let a = desc.as_ref().ok_or(CUDA_ERROR_INVALID_VALUE)?;
+        let d3 = CudaArray3dDescriptor {
+            width: a.width as usize,
+            height: a.height as usize,
+            depth: a.depth as usize,
+            format: a.format,
+            num_channels: a.num_channels,
+            flags: a.flags,
+        };
+        create(handle, d3, false)
+    })
+}

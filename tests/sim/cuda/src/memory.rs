@@ -609,3 +609,121 @@ macro_rules! memset2d_async_fns {
 memset2d_async_fns!(u8: cuMemsetD2D8Async, cuMemsetD2D8Async_ptsz);
 memset2d_async_fns!(u16: cuMemsetD2D16Async, cuMemsetD2D16Async_ptsz);
 memset2d_async_fns!(u32: cuMemsetD2D32Async, cuMemsetD2D32Async_ptsz);
+
+// The pre-3.2 ABI: 32-bit device pointers and `unsigned int` sizes. Its allocations are mapped
+// below 4 GiB so that their addresses fit.
+
+#[no_mangle]
+pub unsafe extern "C" fn cuMemAllocPitch(
+    dptr: *mut CUdeviceptrV1,
+    pitch: *mut c_uint,
+    width: c_uint,
+    height: c_uint,
+    element_size: c_uint,
+) -> CUresult {
+    ffi(|| {
+        if dptr.is_null()
+            || pitch.is_null()
+            || ![4, 8, 16].contains(&element_size)
+            || width == 0
+            || height == 0
+        {
+            return Err(CUDA_ERROR_INVALID_VALUE);
+        }
+        let p = (width as u64 + 511) & !511;
+        let ptr = alloc_current(p * height as u64, Kind::Device, true)?;
+        match (u32::try_from(ptr), u32::try_from(p)) {
+            (Ok(ptr32), Ok(p32)) => {
+                out(pitch, p32)?;
+                out(dptr, ptr32)
+            }
+            _ => {
+                driver().free_alloc(ptr);
+                Err(CUDA_ERROR_OUT_OF_MEMORY)
+            }
+        }
+    })
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn cuMemGetAddressRange(
+    base: *mut CUdeviceptrV1,
+    size: *mut c_uint,
+    dptr: CUdeviceptrV1,
+) -> CUresult {
+    ffi(|| {
+        let d = driver();
+        d.current()?;
+        let (b, a) = d.find_alloc(dptr as u64).ok_or(CUDA_ERROR_NOT_FOUND)?;
+        if !base.is_null() {
+            base.write(u32::try_from(b).map_err(|_| CUDA_ERROR_INVALID_VALUE)?);
+        }
+        if !size.is_null() {
+            size.write(a.size.min(u32::MAX as u64) as c_uint);
+        }
+        Ok(())
+    })
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn cuMemcpyDtoD(
+    dst: CUdeviceptrV1,
+    src: CUdeviceptrV1,
+    n: c_uint,
+) -> CUresult {
+    ffi(|| copy(dst as u64, src as u64, n as usize, true, true))
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn cuMemcpyHtoDAsync(
+    dst: CUdeviceptrV1,
+    src: *const c_void,
+    n: c_uint,
+    s: CUstream,
+) -> CUresult {
+    ffi(|| {
+        check_stream(s)?;
+        copy(dst as u64, src as u64, n as usize, true, false)
+    })
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn cuMemcpyDtoHAsync(
+    dst: *mut c_void,
+    src: CUdeviceptrV1,
+    n: c_uint,
+    s: CUstream,
+) -> CUresult {
+    ffi(|| {
+        check_stream(s)?;
+        copy(dst as u64, src as u64, n as usize, false, true)
+    })
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn cuMemcpyDtoDAsync(
+    dst: CUdeviceptrV1,
+    src: CUdeviceptrV1,
+    n: c_uint,
+    s: CUstream,
+) -> CUresult {
+    ffi(|| {
+        check_stream(s)?;
+        copy(dst as u64, src as u64, n as usize, true, true)
+    })
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn cuMemsetD8(dst: CUdeviceptrV1, value: u8, n: c_uint) -> CUresult {
+    ffi(|| fill(dst as u64, 0, value, n as usize, 1))
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn cuMemsetD16(dst: CUdeviceptrV1, value: u16, n: c_uint) -> CUresult {
+    ffi(|| fill(dst as u64, 0, value, n as usize, 1))
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn cuMemsetD32(dst: CUdeviceptrV1, value: u32, n: c_uint) -> CUresult {
+    ffi(|| fill(dst as u64, 0, value, n as usize, 1))
+}
