@@ -1,0 +1,220 @@
+//! Two users on one state file: both can use genv (the directory is 1777 and the file 0666 even
+//! when the first user has umask 077), and neither can change, detach or deactivate the other's
+//! environment. Needs root to switch users (CI runs as root); skips with a reason otherwise.
+
+#[path = "../support/genv.rs"]
+mod support;
+
+use serde_json::json;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::process::Command;
+use support::*;
+
+#[derive(Clone, Debug)]
+struct User {
+    uid: u32,
+    gid: u32,
+    name: String,
+}
+
+/// A user for the test: an existing or freshly made `name`, else a bare uid without a passwd
+/// entry (genv then shows the uid as the name).
+fn user(name: &str, fallback_uid: u32) -> User {
+    let lookup = |n: &str| -> Option<(u32, u32)> {
+        let out = Command::new("id").args(["-u", n]).output().ok()?;
+        let uid = String::from_utf8_lossy(&out.stdout).trim().parse().ok()?;
+        let out = Command::new("id").args(["-g", n]).output().ok()?;
+        let gid = String::from_utf8_lossy(&out.stdout).trim().parse().ok()?;
+        Some((uid, gid))
+    };
+    if lookup(name).is_none() {
+        let _ = Command::new("useradd")
+            .args(["-M", "-s", "/usr/sbin/nologin", name])
+            .output();
+    }
+    match lookup(name) {
+        Some((uid, gid)) => User {
+            uid,
+            gid,
+            name: name.to_string(),
+        },
+        None => User {
+            uid: fallback_uid,
+            gid: fallback_uid,
+            name: fallback_uid.to_string(),
+        },
+    }
+}
+
+/// Whether we can run commands as other users; prints why not.
+fn can_switch_users() -> bool {
+    if unsafe { libc::geteuid() } != 0 {
+        println!("SKIPPED: switching users needs root (the tests run as root in CI)");
+        return false;
+    }
+    if !have("setpriv") {
+        println!("SKIPPED: setpriv (util-linux) is not installed");
+        return false;
+    }
+    true
+}
+
+/// A command run as `u` with umask 077 (the most restrictive a user could have).
+fn as_user(sb: &Sandbox, u: &User, program: &str) -> Command {
+    let mut c = sb.command("setpriv");
+    c.args([
+        format!("--reuid={}", u.uid),
+        format!("--regid={}", u.gid),
+        "--clear-groups".into(),
+        "--".into(),
+        "sh".into(),
+        "-c".into(),
+        "umask 077; exec \"$@\"".into(),
+        "sh".into(),
+        program.into(),
+    ]);
+    c
+}
+
+fn genv_as(sb: &Sandbox, u: &User, eid: Option<&str>, args: &[&str]) -> Out {
+    let mut c = as_user(sb, u, genv_bin().to_str().unwrap());
+    c.args(args);
+    if let Some(e) = eid {
+        c.env("GENV_ENVIRONMENT_ID", e);
+    }
+    Sandbox::output(c)
+}
+
+/// An environment of user `u`, held by a process of `u`.
+fn env_as(sb: &Sandbox, u: &User, args: &[&str]) -> Env {
+    let holder = Holder::spawn_cmd(as_user(sb, u, "sleep"));
+    let pid = holder.pid().to_string();
+    let mut all = vec!["activate"];
+    all.extend_from_slice(args);
+    all.extend_from_slice(&["--shell", "bash", "--shell-pid", &pid]);
+    genv_as(sb, u, None, &all).ok();
+    Env { eid: pid, holder }
+}
+
+#[test]
+fn two_users_share_the_state_but_not_their_environments() {
+    if !can_switch_users() {
+        return;
+    }
+    let u1 = user("genv-test1", 61001);
+    let u2 = user("genv-test2", 61002);
+    let sb = Sandbox::new();
+    // Like /tmp: anyone may create the state directory here.
+    std::fs::set_permissions(&sb.root, std::fs::Permissions::from_mode(0o1777)).unwrap();
+    for d in [&sb.home, &sb.work] {
+        std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+
+    // u1 comes first, with umask 077: the directory and file must still be shared.
+    genv_as(&sb, &u1, None, &["envs"]).ok();
+    let dir = std::fs::metadata(&sb.tmpdir).unwrap();
+    assert_eq!(dir.permissions().mode() & 0o7777, 0o1777);
+    let file = std::fs::metadata(sb.state_path()).unwrap();
+    assert_eq!(file.permissions().mode() & 0o7777, 0o666);
+    assert_eq!(file.uid(), u1.uid);
+
+    let e1 = env_as(&sb, &u1, &["--name", "one", "--gpus", "1"]);
+    let e2 = env_as(&sb, &u2, &["--name", "two", "--gpus", "1"]);
+    let j = sb.envs_json();
+    assert_eq!(j.as_array().unwrap().len(), 2);
+    assert_eq!(j[0]["uid"], u1.uid);
+    assert_eq!(j[0]["username"], u1.name.as_str());
+    assert_eq!(j[0]["attached"], json!([0]));
+    assert_eq!(j[1]["uid"], u2.uid);
+    assert_eq!(j[1]["attached"], json!([1]));
+    let table = genv_as(&sb, &u2, None, &["envs"]);
+    assert!(
+        table.ok().contains(&format!("{}({})", u1.name, u1.uid)),
+        "{table:?}"
+    );
+
+    // Each one may attach, and sees the other's devices as taken.
+    genv_as(&sb, &u1, Some(&e1.eid), &["attach", "--index", "2"]).ok();
+    genv_as(&sb, &u2, Some(&e2.eid), &["attach", "--index", "2"])
+        .fails_with("Device 2 is not available");
+    genv_as(&sb, &u2, Some(&e2.eid), &["attach", "--index", "3"]).ok();
+    let out = genv_as(&sb, &u2, None, &["exec", "--", "genv", "status", "--json"]);
+    assert_eq!(out.json()["attached"], json!([]));
+    genv_as(&sb, &u2, None, &["exec", "--gpus", "1", "--", "true"])
+        .fails_with("No available devices");
+
+    // Neither may touch the other's environment.
+    for (me, mine, theirs) in [(&u2, &e2, &e1), (&u1, &e1, &e2)] {
+        let theirs_pid = theirs.holder.pid().to_string();
+        let mine_pid = mine.holder.pid().to_string();
+        let tries: Vec<Vec<&str>> = vec![
+            vec!["config", "name", "stolen"],
+            vec!["config", "gpus", "3"],
+            vec!["config", "--clear"],
+            vec!["attach"],
+            vec!["attach", "--index", "0"],
+            vec!["detach"],
+            vec!["detach", "--index", "0"],
+            vec!["deactivate", "--shell", "bash", "--shell-pid", &theirs_pid],
+            vec!["deactivate", "--shell", "bash", "--shell-pid", &mine_pid],
+        ];
+        for args in &tries {
+            let before = sb.tables_bytes();
+            let out = genv_as(&sb, me, Some(&theirs.eid), args);
+            let line = out.fails_with("belongs to");
+            assert!(line.contains(&theirs.eid), "{line}");
+            assert_eq!(out.stdout, "", "{args:?}");
+            assert!(before == sb.tables_bytes(), "{args:?} changed the state");
+        }
+        // Nor join it under its id.
+        let before = sb.tables_bytes();
+        let out = genv_as(
+            &sb,
+            me,
+            None,
+            &[
+                "activate",
+                "--id",
+                &theirs.eid,
+                "--shell",
+                "bash",
+                "--shell-pid",
+                &mine_pid,
+            ],
+        );
+        out.fails_with("belongs to");
+        assert!(before == sb.tables_bytes());
+        // Looking is fine.
+        assert!(genv_as(&sb, me, Some(&theirs.eid), &["status"])
+            .ok()
+            .contains(&format!("Environment is active ({})", theirs.eid)));
+    }
+    let j = sb.envs_json();
+    assert_eq!(j[0]["name"], "one");
+    assert_eq!(j[0]["attached"], json!([0, 2]));
+    assert_eq!(j[1]["name"], "two");
+    assert_eq!(j[1]["attached"], json!([1, 3]));
+
+    // Each can end their own.
+    genv_as(
+        &sb,
+        &u2,
+        Some(&e2.eid),
+        &["deactivate", "--shell", "bash", "--shell-pid", &e2.eid],
+    )
+    .ok();
+    assert_eq!(sb.eids(), vec![e1.eid.clone()]);
+    // A dead environment of another user is reaped by anyone's write.
+    drop(e1);
+    let e3 = env_as(&sb, &u2, &["--gpus", "4"]);
+    assert_eq!(
+        sb.env_json(&e3.eid).unwrap()["attached"],
+        json!([0, 1, 2, 3])
+    );
+    // The simulated machine's files are shared too (nvidia-smi runs as either user).
+    let ledger = sb.simdir.join("ledger");
+    if ledger.exists() {
+        let m = std::fs::metadata(&ledger).unwrap().permissions().mode() & 0o777;
+        assert_eq!(m, 0o666, "sim ledger mode");
+    }
+}
