@@ -70,7 +70,8 @@ def test_c_client_devices_contexts_and_every_kind_of_memory(sim, cbin):
     assert len({d[2] for d in devs}) == 4
     assert [d[2] for d in devs] == nvml_order(sim, cbin)  # default CUDA order = NVML order
     assert "context used=0" in out
-    for stage in ("linear ok", "pitch managed host ok", "pools ok", "vmm ok", "arrays ok", "v1 abi ok", "done"):
+    stages = ("linear ok", "pitch managed host ok", "pools ok", "vmm ok", "arrays ok", "v1 abi ok")
+    for stage in stages + ("done",):
         assert stage in out
     assert "error 100 no CUDA-capable device is detected" in out
 
@@ -179,7 +180,11 @@ def test_cuda_visible_devices(sim, cbin, spec, want):
 )
 def test_cuda_device_order(sim, cbin, order, device_order, spec, want):
     uuids = nvml_order(sim, cbin)
-    env = {"GENV_SIM_CUDA_ORDER": order, "CUDA_DEVICE_ORDER": device_order, "CUDA_VISIBLE_DEVICES": spec}
+    env = {
+        "GENV_SIM_CUDA_ORDER": order,
+        "CUDA_DEVICE_ORDER": device_order,
+        "CUDA_VISIBLE_DEVICES": spec,
+    }
     _, devs = visible(sim, cbin, **env)
     assert [u for u, _ in devs] == [uuids[i] for i in want]
 
@@ -198,7 +203,8 @@ def test_allocation_shows_in_another_process_until_killed(sim, cbin):
         stdout=subprocess.PIPE, text=True,
     )
     assert holder.stdout.readline().strip() == "held"
-    assert device_free(sim, cbin, CUDA_DEVICE_ORDER="PCI_BUS_ID") == [total, total, total - GiB, total]
+    by_nvml = device_free(sim, cbin, CUDA_DEVICE_ORDER="PCI_BUS_ID")
+    assert by_nvml == [total, total, total - GiB, total]
     holder.send_signal(signal.SIGKILL)
     holder.wait(timeout=10)
     deadline = time.monotonic() + 10
@@ -207,12 +213,16 @@ def test_allocation_shows_in_another_process_until_killed(sim, cbin):
         time.sleep(0.1)
 
 
-def test_cuda_bindings_driver_api(sim, cbin):
+@pytest.mark.parametrize("per_thread", ["0", "1"])
+def test_cuda_bindings_driver_api(sim, cbin, per_thread):
+    """cuda-bindings resolves every entry point through cuGetProcAddress_v2; with
+    CUDA_PYTHON_CUDA_PER_THREAD_DEFAULT_STREAM=1 it asks for the _ptds / _ptsz variants."""
     _, devs = visible(sim, cbin)
     code = textwrap.dedent(
         """
-        import ctypes
+        import ctypes, sys
         from cuda.bindings import driver as d
+        per_thread = sys.argv[1] == "1"
 
         def ok(r):
             err, *rest = r if isinstance(r, tuple) else (r,)
@@ -259,13 +269,22 @@ def test_cuda_bindings_driver_api(sim, cbin):
         fp = internal._inspect_function_pointers()
         print("resolved", sum(1 for v in fp.values() if v), "of", len(fp))
         lib = ctypes.CDLL("libcuda.so.1")
-        for var in ("cuCtxCreate_v4", "cuMemAlloc_v2", "cuMemcpyHtoD_v2", "cuDevicePrimaryCtxRelease_v2"):
-            assert fp["__" + var] == ctypes.cast(getattr(lib, var), ctypes.c_void_p).value, var
+        expect = {
+            "cuCtxCreate_v4": "cuCtxCreate_v4",
+            "cuMemAlloc_v2": "cuMemAlloc_v2",
+            "cuDevicePrimaryCtxRelease_v2": "cuDevicePrimaryCtxRelease_v2",
+            "cuMemcpyHtoD_v2": "cuMemcpyHtoD_v2_ptds" if per_thread else "cuMemcpyHtoD_v2",
+            "cuMemcpyHtoDAsync_v2": "cuMemcpyHtoDAsync_v2" + ("_ptsz" if per_thread else ""),
+            "cuMemAllocAsync": "cuMemAllocAsync_ptsz" if per_thread else "cuMemAllocAsync",
+        }
+        for var, sym in expect.items():
+            assert fp["__" + var] == ctypes.cast(getattr(lib, sym), ctypes.c_void_p).value, var
         assert fp["__cuGraphCreate"] == 0
         print("pointers ok")
         """
     )
-    out = sim.python(code).stdout
+    env = {"CUDA_PYTHON_CUDA_PER_THREAD_DEFAULT_STREAM": per_thread}
+    out = sim.python(code, per_thread, env=env).stdout
     assert "version 12020" in out
     assert "count 4" in out
     assert re.findall(r"^device \d (.+) (GPU-\S+)$", out, re.M) == [
@@ -299,7 +318,8 @@ def test_numba_cuda_driver_level(sim):
         print("gpus", len(cuda.gpus))
         with cuda.gpus[2]:
             ctx = cuda.current_context()
-            print("device", ctx.device.id, ctx.device.name.decode() if isinstance(ctx.device.name, bytes) else ctx.device.name)
+            name = ctx.device.name
+            print("device", ctx.device.id, name.decode() if isinstance(name, bytes) else name)
             free0, total = ctx.get_memory_info()
             a = np.arange(1 << 20, dtype=np.float32)
             da = cuda.to_device(a)
