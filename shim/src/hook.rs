@@ -57,9 +57,11 @@ pub fn real_dlsym_fn() -> DlsymFn {
 }
 
 /// `dlsym` without the shim.
-pub fn real_dlsym(handle: *mut c_void, name: &CStr) -> *mut c_void {
-    // SAFETY: glibc's dlsym with a NUL-terminated name.
-    unsafe { real_dlsym_fn()(handle, name.as_ptr()) }
+///
+/// # Safety
+/// `handle` must be a handle from `dlopen`, `RTLD_DEFAULT` or `RTLD_NEXT`.
+pub unsafe fn real_dlsym(handle: *mut c_void, name: &CStr) -> *mut c_void {
+    real_dlsym_fn()(handle, name.as_ptr())
 }
 
 /// Start address of the shim's own object, to never take one of our exports for the driver's.
@@ -117,7 +119,10 @@ impl Lib {
         }
         // Already loaded (linked with -l, or dlopened by path), else load it privately: the
         // program only calls a wrapper after it found the driver's symbol somewhere.
-        for flags in [libc::RTLD_NOW | libc::RTLD_NOLOAD, libc::RTLD_NOW | libc::RTLD_LOCAL] {
+        for flags in [
+            libc::RTLD_NOW | libc::RTLD_NOLOAD,
+            libc::RTLD_NOW | libc::RTLD_LOCAL,
+        ] {
             for name in self.sonames {
                 // SAFETY: dlopen with a NUL-terminated name.
                 let h = unsafe { libc::dlopen(name.as_ptr(), flags) };
@@ -136,7 +141,8 @@ impl Lib {
         if h.is_null() {
             return std::ptr::null_mut();
         }
-        let p = real_dlsym(h, name);
+        // SAFETY: a handle from dlopen.
+        let p = unsafe { real_dlsym(h, name) };
         if is_ours(p) {
             std::ptr::null_mut()
         } else {
@@ -206,12 +212,9 @@ impl RealFn {
     /// Records the address the real `cuGetProcAddress` answered (it is the driver's own).
     pub fn offer(&self, p: *mut c_void) {
         if !p.is_null() && !is_ours(p) {
-            let _ = self.addr.compare_exchange(
-                0,
-                p as usize,
-                Ordering::Relaxed,
-                Ordering::Relaxed,
-            );
+            let _ = self
+                .addr
+                .compare_exchange(0, p as usize, Ordering::Relaxed, Ordering::Relaxed);
         }
     }
 }
@@ -245,6 +248,9 @@ fn is_nvml_name(n: &[u8]) -> bool {
 
 /// The decision behind the shim's `dlsym`. Never unwinds (the trampoline is not unwindable):
 /// a panic passes the lookup through.
+///
+/// # Safety
+/// Called by the trampoline with `dlsym`'s arguments.
 #[no_mangle]
 pub unsafe extern "C" fn genv_dlsym_hook(
     handle: *mut c_void,
@@ -262,10 +268,12 @@ pub unsafe extern "C" fn genv_dlsym_hook(
     if !(cuda || is_nvml_name(b)) || !crate::view::active() {
         return pass();
     }
-    std::panic::catch_unwind(|| lookup(handle, n, cuda)).unwrap_or_else(|_| pass())
+    std::panic::catch_unwind(|| unsafe { lookup(handle, n, cuda) }).unwrap_or_else(|_| pass())
 }
 
-fn lookup(handle: *mut c_void, n: &CStr, cuda: bool) -> Decision {
+/// # Safety
+/// `handle` as the program passed it to `dlsym`.
+unsafe fn lookup(handle: *mut c_void, n: &CStr, cuda: bool) -> Decision {
     let real = real_dlsym(handle, n);
     if real.is_null() {
         // Absent on that handle: answer as the real dlsym would (and set its dlerror).
@@ -289,76 +297,84 @@ fn lookup(handle: *mut c_void, n: &CStr, cuda: bool) -> Decision {
             crate::debug!("dlsym({handle:?}, {n:?}) -> shim wrapper");
             Decision { ptr: w, jump: 0 }
         }
-        None => Decision {
-            ptr: real,
-            jump: 0,
-        },
+        None => Decision { ptr: real, jump: 0 },
     }
 }
 
-// The exported `dlsym`. It saves the arguments, asks `genv_dlsym_hook` with the return address,
-// and either returns its answer or restores the arguments and jumps (tail call) to the function
-// it names, so the real dlsym sees the original caller. Frame: 8 (ret) + 16 (args) + 8 = 32,
-// 16-byte aligned at the call as the ABI wants.
+/// The exported `dlsym`. It saves the arguments, asks `genv_dlsym_hook` with the return address,
+/// and either returns its answer or restores the arguments and jumps (tail call) to the function
+/// it names, so the real dlsym sees the original caller. Frame: 8 (ret) + 16 (args) + 8 = 32,
+/// 16-byte aligned at the call as the ABI wants.
+///
+/// # Safety
+/// As glibc's `dlsym`.
+#[cfg(target_arch = "x86_64")]
+#[unsafe(naked)]
+#[no_mangle]
+pub unsafe extern "C" fn dlsym(_handle: *mut c_void, _name: *const c_char) -> *mut c_void {
+    std::arch::naked_asm!(
+        ".cfi_startproc",
+        "push rdi",
+        ".cfi_adjust_cfa_offset 8",
+        "push rsi",
+        ".cfi_adjust_cfa_offset 8",
+        "sub rsp, 8",
+        ".cfi_adjust_cfa_offset 8",
+        "mov rdx, [rsp + 24]",
+        "call {hook}",
+        "add rsp, 8",
+        ".cfi_adjust_cfa_offset -8",
+        "pop rsi",
+        ".cfi_adjust_cfa_offset -8",
+        "pop rdi",
+        ".cfi_adjust_cfa_offset -8",
+        "test rdx, rdx",
+        "jnz 2f",
+        "ret",
+        "2:",
+        "jmp rax",
+        ".cfi_endproc",
+        hook = sym genv_dlsym_hook,
+    )
+}
+
+/// The exported `dlsym` on aarch64: the same, with the return address in x30.
+///
+/// # Safety
+/// As glibc's `dlsym`.
+#[cfg(target_arch = "aarch64")]
+#[unsafe(naked)]
+#[no_mangle]
+pub unsafe extern "C" fn dlsym(_handle: *mut c_void, _name: *const c_char) -> *mut c_void {
+    std::arch::naked_asm!(
+        ".cfi_startproc",
+        "stp x29, x30, [sp, -32]!",
+        ".cfi_def_cfa_offset 32",
+        ".cfi_offset x29, -32",
+        ".cfi_offset x30, -24",
+        "mov x29, sp",
+        "stp x0, x1, [sp, 16]",
+        "mov x2, x30",
+        "bl {hook}",
+        "cbnz x1, 2f",
+        "ldp x29, x30, [sp], 32",
+        "ret",
+        "2:",
+        "mov x16, x0",
+        "ldp x0, x1, [sp, 16]",
+        "ldp x29, x30, [sp], 32",
+        "br x16",
+        ".cfi_endproc",
+        hook = sym genv_dlsym_hook,
+    )
+}
+
+// Both versions of glibc's dlsym lead to the shim's (the version nodes come from build.rs): the
+// default for programs built against glibc 2.34+, the old one for those built before.
 #[cfg(target_arch = "x86_64")]
 std::arch::global_asm!(
-    ".pushsection .text.genv_dlsym,\"ax\",@progbits",
-    ".globl genv_dlsym_entry",
-    ".type genv_dlsym_entry,@function",
-    ".p2align 4",
-    "genv_dlsym_entry:",
-    ".cfi_startproc",
-    "push rdi",
-    ".cfi_adjust_cfa_offset 8",
-    "push rsi",
-    ".cfi_adjust_cfa_offset 8",
-    "sub rsp, 8",
-    ".cfi_adjust_cfa_offset 8",
-    "mov rdx, [rsp + 24]",
-    "call {hook}",
-    "add rsp, 8",
-    ".cfi_adjust_cfa_offset -8",
-    "pop rsi",
-    ".cfi_adjust_cfa_offset -8",
-    "pop rdi",
-    ".cfi_adjust_cfa_offset -8",
-    "test rdx, rdx",
-    "jnz 2f",
-    "ret",
-    "2:",
-    "jmp rax",
-    ".cfi_endproc",
-    ".size genv_dlsym_entry, .-genv_dlsym_entry",
-    ".popsection",
-    hook = sym genv_dlsym_hook,
-);
-
-#[cfg(target_arch = "aarch64")]
-std::arch::global_asm!(
-    ".pushsection .text.genv_dlsym,\"ax\",%progbits",
-    ".globl genv_dlsym_entry",
-    ".type genv_dlsym_entry,%function",
-    ".p2align 4",
-    "genv_dlsym_entry:",
-    ".cfi_startproc",
-    "stp x29, x30, [sp, -32]!",
-    ".cfi_def_cfa_offset 32",
-    ".cfi_offset x29, -32",
-    ".cfi_offset x30, -24",
-    "mov x29, sp",
-    "stp x0, x1, [sp, 16]",
-    "mov x2, x30",
-    "bl {hook}",
-    "cbnz x1, 2f",
-    "ldp x29, x30, [sp], 32",
-    "ret",
-    "2:",
-    "mov x16, x0",
-    "ldp x0, x1, [sp, 16]",
-    "ldp x29, x30, [sp], 32",
-    "br x16",
-    ".cfi_endproc",
-    ".size genv_dlsym_entry, .-genv_dlsym_entry",
-    ".popsection",
-    hook = sym genv_dlsym_hook,
+    ".globl genv_dlsym_compat",
+    ".set genv_dlsym_compat, dlsym",
+    ".symver dlsym, dlsym@@GLIBC_2.34",
+    ".symver genv_dlsym_compat, dlsym@GLIBC_2.2.5",
 );

@@ -28,7 +28,10 @@ fn fd() -> i32 {
     if fd != -2 {
         return fd;
     }
-    let on = matches!(getenv(c"GENV_LOG"), Some(b"debug") | Some(b"DEBUG") | Some(b"trace"));
+    let on = matches!(
+        getenv(c"GENV_LOG"),
+        Some(b"debug") | Some(b"DEBUG") | Some(b"trace")
+    );
     let fd = if !on {
         -1
     } else {

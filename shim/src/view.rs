@@ -94,8 +94,10 @@ impl View {
 
     /// What process `pid` of the environment holds on NVML device `host_index`. O(ledger slots).
     pub fn pid_used(&self, pid: u32, host_index: u32) -> u64 {
-        let (Some(s), true) = (self.store, (host_index as usize) < genv_state::layout::MAX_DEVICES)
-        else {
+        let (Some(s), true) = (
+            self.store,
+            (host_index as usize) < genv_state::layout::MAX_DEVICES,
+        ) else {
             return 0;
         };
         ledger::env_processes(s, self.serial)
@@ -248,10 +250,7 @@ fn open_store() -> Result<&'static Store, genv_state::Error> {
         // SAFETY: leaked below, never freed.
         return Ok(unsafe { &*p });
     }
-    let s = Box::into_raw(Box::new(Store::open_at(
-        &genv_state::state_path(),
-        false,
-    )?));
+    let s = Box::into_raw(Box::new(Store::open_at(&genv_state::state_path(), false)?));
     match STORE.compare_exchange(std::ptr::null_mut(), s, Ordering::AcqRel, Ordering::Acquire) {
         // SAFETY: just published; leaked from now on.
         Ok(_) => Ok(unsafe { &*s }),
@@ -305,7 +304,10 @@ fn build(store: &'static Store, eid: String) -> View {
 }
 
 fn same(a: &View, b: &View) -> bool {
-    a.broken == b.broken && a.env_slot == b.env_slot && a.serial == b.serial && a.devices == b.devices
+    a.broken == b.broken
+        && a.env_slot == b.env_slot
+        && a.serial == b.serial
+        && a.devices == b.devices
 }
 
 fn describe(v: &View) {
@@ -359,10 +361,7 @@ fn init() -> &'static View {
     let eid = eid();
     let v = match open_store() {
         Ok(store) => build(store, eid),
-        Err(e) => broken(
-            eid,
-            format_args!("cannot read the genv state ({e})"),
-        ),
+        Err(e) => broken(eid, format_args!("cannot read the genv state ({e})")),
     };
     publish(std::ptr::null_mut(), v)
 }
@@ -375,7 +374,8 @@ fn refresh(cur: &'static View, store: &'static Store, g: u64) -> &'static View {
     }
     let v = build(store, cur.eid.clone());
     let out = if same(cur, &v) {
-        cur.checked.store(g.max(v.checked.load(Ordering::Relaxed)), Ordering::Relaxed);
+        cur.checked
+            .store(g.max(v.checked.load(Ordering::Relaxed)), Ordering::Relaxed);
         cur
     } else {
         publish(cur as *const View as *mut View, v)
