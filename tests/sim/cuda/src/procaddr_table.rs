@@ -1,8 +1,8 @@
 // The CUDA driver's cuGetProcAddress variant table, as plain data.
 //
 // This file has no dependencies (not even on its crate) so that another crate can reuse the same
-// knowledge with `#[path = ".../procaddr_table.rs"] mod procaddr_table;` or `include!`; it uses
-// only plain `//` comments for that reason.
+// knowledge with `#[path = ".../procaddr_table.rs"] mod procaddr_table;` or `include!` (which is
+// why this header is `//`, not `//!`: inner doc comments break `include!`).
 //
 // Format:
 // - `VARIANTS`: rows `(base name, first CUDA version, exported symbol)`. `cuGetProcAddress` is
@@ -18,7 +18,9 @@
 //   `CUdriverProcAddressQueryResult` value explaining why there is none.
 //
 // The base names and versions are those that cuda-bindings 12.9 asks the driver for (about 480
-// entry points), plus the unsuffixed originals that older callers reach with lower versions.
+// entry points), plus the unsuffixed originals that older callers reach with lower versions. The
+// first versions of originals this simulator does not export (graphics interop, texture
+// references, linking) are best-effort; those of every exported symbol are tested.
 
 /// `cuGetProcAddress` flags.
 pub const CU_GET_PROC_ADDRESS_DEFAULT: u64 = 0;
