@@ -129,12 +129,9 @@ pub fn lookup(name: &CStr) -> Option<*mut c_void> {
 // ---------------------------------------------------------------------------------------------
 // The environment's view, as this module needs it.
 
-/// The attached devices' NVML indices in attach order; empty when detached.
-pub(crate) fn view_hosts() -> Vec<u32> {
-    match crate::view::get() {
-        Some(v) => v.devices().iter().map(|d| d.host_index).collect(),
-        None => Vec::new(),
-    }
+/// How many devices the environment has (0 when detached, or when its state cannot be read).
+fn view_count() -> usize {
+    crate::view::get().map_or(0, |v| v.devices().len())
 }
 
 /// The NVML index behind virtual index `i`.
@@ -191,7 +188,7 @@ unsafe fn count(
         if r != SUCCESS {
             return r;
         }
-        *n = view_hosts().len() as c_uint;
+        *n = view_count() as c_uint;
         SUCCESS
     })
 }

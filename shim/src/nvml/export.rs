@@ -20,8 +20,11 @@ const SMI_TABLE_UUID: [u8; 16] = [
 const LAYOUT_535_SIZE: usize = 0x7a8;
 const SLOTS: usize = LAYOUT_535_SIZE / std::mem::size_of::<usize>();
 
-/// `(const char *busId, u32 *domain, u32 *bus, u32 *device, u32 *function)`
-const SLOT_PARSE_BUS_ID: usize = 12;
+/// Slot 12, `(const char *busId, u32 *domain, u32 *bus, u32 *device, u32 *function)`, stays the
+/// driver's: it only parses the string. For `-i <bus id>` nvidia-smi parses the user's string
+/// with it for each index it enumerates, then compares with slot 75's answer for that index;
+/// slot 75 following the view is what keeps other GPUs out (refusing in 12 would make nvidia-smi
+/// report a malformed bus id instead of no device).
 /// `(u32 index, u32 *domain, u32 *bus, u32 *device)`
 const SLOT_BUS_BY_INDEX: usize = 75;
 /// `(u32 index, char *buf, u32 len)`: `"%04X:%02X:%02X.0"` of NVML index `index`.
@@ -33,8 +36,6 @@ const SLOT_MPS: usize = 215;
 /// Size of one record of slots 213-215.
 const PROC_RECORD: usize = 0x1020;
 
-type ParseFn =
-    unsafe extern "C" fn(*const c_char, *mut c_uint, *mut c_uint, *mut c_uint, *mut c_uint) -> Ret;
 type BusFn = unsafe extern "C" fn(c_uint, *mut c_uint, *mut c_uint, *mut c_uint) -> Ret;
 type BusIdFn = unsafe extern "C" fn(c_uint, *mut c_char, c_uint) -> Ret;
 
@@ -99,8 +100,7 @@ unsafe fn copy(real: *const usize) -> Tables {
         t.real[i] = real.add(i).read_unaligned();
     }
     *t.ours = t.real;
-    let ours: [(usize, usize); 6] = [
-        (SLOT_PARSE_BUS_ID, parse_bus_id as ParseFn as usize),
+    let ours: [(usize, usize); 5] = [
         (SLOT_BUS_BY_INDEX, bus_by_index as BusFn as usize),
         (SLOT_BUS_ID_BY_INDEX, bus_id_by_index as BusIdFn as usize),
         (SLOT_COMPUTE, compute as ListFn as usize),
@@ -147,37 +147,6 @@ unsafe extern "C" fn bus_by_index(
             Some(host) => f(host, domain, bus, device),
             None => INVALID_ARGUMENT,
         }
-    })
-}
-
-/// Parses like the driver, then refuses a bus id that is not one of the view's devices, so that
-/// `nvidia-smi -i <bus id>` cannot reach a device outside the environment.
-unsafe extern "C" fn parse_bus_id(
-    bus_id: *const c_char,
-    domain: *mut c_uint,
-    bus: *mut c_uint,
-    device: *mut c_uint,
-    function: *mut c_uint,
-) -> Ret {
-    guard(|| {
-        let Some(f) = real_slot::<ParseFn>(SLOT_PARSE_BUS_ID) else {
-            return UNKNOWN;
-        };
-        let r = f(bus_id, domain, bus, device, function);
-        if r != SUCCESS || domain.is_null() || bus.is_null() || device.is_null() {
-            return r;
-        }
-        let want = (*domain, *bus, *device);
-        let Some(by_index) = real_slot::<BusFn>(SLOT_BUS_BY_INDEX) else {
-            return r;
-        };
-        for host in view_hosts() {
-            let (mut d, mut b, mut v) = (0, 0, 0);
-            if by_index(host, &mut d, &mut b, &mut v) == SUCCESS && (d, b, v) == want {
-                return SUCCESS;
-            }
-        }
-        NOT_FOUND
     })
 }
 

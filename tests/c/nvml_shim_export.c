@@ -1,0 +1,42 @@
+/* Reads nvidia-smi's export table the way nvidia-smi does (dlopen, dlsym, uuid) and prints what
+ * it sees: whether the table is the driver's own, its size, and the bus id of indices 0-2 through
+ * slot 81 and slot 75. Used against tests/c/nvml_shim_fake.c. */
+#include <dlfcn.h>
+#include <stdio.h>
+
+typedef int (*get_table_fn)(const void **, const unsigned char *);
+typedef int (*bus_id_fn)(unsigned, char *, unsigned);
+typedef int (*bus_fn)(unsigned, unsigned *, unsigned *, unsigned *);
+typedef void *(*fake_fn)(void);
+typedef int (*count_fn)(unsigned *);
+
+int main(void) {
+    static const unsigned char smi[16] = {0xc4, 0xfe, 0x3e, 0x6c, 0xc9, 0x8f, 0x6c, 0x4e,
+                                          0xa3, 0x27, 0xee, 0x69, 0x6e, 0x12, 0xf7, 0xc4};
+    void *h = dlopen("libnvidia-ml.so.1", RTLD_NOW);
+    if (!h) {
+        printf("dlopen: %s\n", dlerror());
+        return 1;
+    }
+    get_table_fn get = (get_table_fn)dlsym(h, "nvmlInternalGetExportTable");
+    fake_fn fake = (fake_fn)dlsym(h, "fakeNvmlTable");
+    count_fn count = (count_fn)dlsym(h, "nvmlDeviceGetCount_v2");
+    const void *const *t = NULL;
+    if (!get || !fake || !count || get((const void **)&t, smi) != 0 || !t) {
+        printf("no table\n");
+        return 1;
+    }
+    unsigned n = 0;
+    count(&n);
+    printf("count %u\n", n);
+    printf("own %d\n", (const void *)t == fake());
+    printf("size %#lx\n", (unsigned long)t[0]);
+    for (unsigned i = 0; i < 3; i++) {
+        char buf[32] = "";
+        int r = ((bus_id_fn)t[81])(i, buf, sizeof buf);
+        unsigned d = 0, b = 0, v = 0;
+        int r2 = ((bus_fn)t[75])(i, &d, &b, &v);
+        printf("index %u: 81 -> %d %s; 75 -> %d %02X\n", i, r, r ? "-" : buf, r2, r2 ? 0 : b);
+    }
+    return 0;
+}
