@@ -350,3 +350,52 @@ def test_nvitop_once(env23, outsider):
     for pid in env23.pids:
         assert str(pid) in p.stdout
 
+
+
+# --- nvidia-smi's export table: only the 535 layout is rewritten ------------------------------
+
+
+@pytest.fixture
+def fake_nvml(tmp_path):
+    """tests/c/nvml_shim_fake.c as libnvidia-ml.so.1 and its client tests/c/nvml_shim_export.c."""
+    out = tmp_path / "fake-nvml"
+    out.mkdir()
+    c = ROOT / "tests" / "c"
+    for args in (
+        ["-shared", "-fPIC", "-o", out / "libnvidia-ml.so.1", c / "nvml_shim_fake.c"],
+        ["-o", out / "client", c / "nvml_shim_export.c", "-ldl"],
+    ):
+        p = subprocess.run(["cc", "-O1", "-Wall", *map(str, args)], capture_output=True, text=True)
+        if p.returncode != 0:
+            pytest.fail(f"cc: {p.stderr}")
+    return out
+
+
+def test_export_table_535_layout_follows_view(env23, fake_nvml):
+    out = env23.run(
+        fake_nvml / "client", env={"LD_LIBRARY_PATH": fake_nvml, "FAKE_NVML_TABLE_SIZE": "0x7a8"}
+    ).stdout.splitlines()
+    assert out == [
+        "count 2",
+        "own 0",  # a copy of the driver's table
+        "size 0x7a8",
+        "index 0: 81 -> 0 0000:38:00.0; 75 -> 0 38",
+        "index 1: 81 -> 0 0000:48:00.0; 75 -> 0 48",
+        "index 2: 81 -> 2 -; 75 -> 2 00",
+    ]
+
+
+def test_export_table_other_layout_passes_through(env23, fake_nvml):
+    p = env23.run(
+        fake_nvml / "client",
+        env={"LD_LIBRARY_PATH": fake_nvml, "FAKE_NVML_TABLE_SIZE": "0x800", "GENV_LOG": "debug"},
+    )
+    assert p.stdout.splitlines() == [
+        "count 2",
+        "own 1",  # the driver's own table, untouched
+        "size 0x800",
+        "index 0: 81 -> 0 0000:18:00.0; 75 -> 0 18",
+        "index 1: 81 -> 0 0000:28:00.0; 75 -> 0 28",
+        "index 2: 81 -> 0 0000:38:00.0; 75 -> 0 38",
+    ]
+    assert "export table has size 0x800, not 535's 0x7a8" in p.stderr, p.stderr
