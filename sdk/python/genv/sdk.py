@@ -146,7 +146,8 @@ def shim_path() -> Optional[str]:
     """
     p = os.environ.get("GENV_SHIM_PATH")
     if p:
-        return p if os.path.isfile(p) else None
+        # Absolute: children may run from another directory.
+        return os.path.abspath(p) if os.path.isfile(p) else None
     cands: List[Path] = []
     g = shutil.which("genv")
     if g:

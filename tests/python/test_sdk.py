@@ -1,0 +1,496 @@
+"""genv.sdk (sdk/): every function of python-sdk.rst, on the same state as the genv CLI.
+
+Each case runs its SDK code in a child interpreter on the simulated machine (the `sim` fixture
+of conftest.py), with its own GENV_TMPDIR, and checks the state through the genv CLI.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+BIN_DIR = Path(os.environ.get("GENV_TEST_BIN_DIR", ROOT / "target" / "release")).resolve()
+GENV = BIN_DIR / "genv"
+SHIM = BIN_DIR / "libgenv_shim.so"
+
+pytest.importorskip("genv.sdk", reason="genv.sdk not installed: run scripts/setup-venv.sh")
+
+
+class G:
+    """The simulated machine with genv: runs SDK snippets and genv commands on one state."""
+
+    def __init__(self, sim, state: Path):
+        self.sim = sim
+        self.state = state
+        self.vars = {
+            "GENV_TMPDIR": state,
+            "GENV_SHIM_PATH": SHIM,
+            "PATH": f"{BIN_DIR}{os.pathsep}{sim.env['PATH']}",
+            "GENV_ENVIRONMENT_ID": None,
+            "LD_PRELOAD": None,
+        }
+
+    def env(self, extra=None):
+        return {**self.vars, **(extra or {})}
+
+    def py(self, code: str, *args, env=None, check=True, timeout=120):
+        return self.sim.run(sys.executable, "-c", textwrap.dedent(code), *args, env=self.env(env),
+                            check=check, timeout=timeout)
+
+    def genv(self, *args, env=None, check=True):
+        return self.sim.run(GENV, *args, env=self.env(env), check=check)
+
+    def envs(self, env=None) -> list:
+        return json.loads(self.genv("envs", "--json", env=env).stdout)
+
+    def devices(self) -> list:
+        return json.loads(self.genv("devices", "--json").stdout)
+
+    def spawn(self, code: str, *args, env=None) -> "Child":
+        p = self.sim.spawn(sys.executable, "-c", textwrap.dedent(code), *args, env=self.env(env),
+                           stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        return Child(p)
+
+
+class Child:
+    """A child that prints one line per step and waits on stdin between steps."""
+
+    def __init__(self, p: subprocess.Popen):
+        self.p = p
+
+    def line(self, timeout: float = 60) -> str | None:
+        """The next line, or None when none came within `timeout` seconds."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            r, _, _ = select.select([self.p.stdout], [], [], 0.05)
+            if r:
+                s = self.p.stdout.readline()
+                if not s:
+                    pytest.fail(f"child ended (exit {self.p.wait()}): {self.p.stderr.read()}")
+                return s.strip()
+            if self.p.poll() is not None:
+                pytest.fail(f"child exited {self.p.returncode}: {self.p.stderr.read()}")
+        return None
+
+    def expect(self, want: str, timeout: float = 60) -> str:
+        s = self.line(timeout)
+        assert s is not None and s.startswith(want), f"wanted {want!r}, got {s!r}"
+        return s
+
+    def go(self):
+        self.p.stdin.write("\n")
+        self.p.stdin.flush()
+
+    def finish(self) -> int:
+        self.p.stdin.close()
+        return self.p.wait(timeout=60)
+
+    def kill(self):
+        self.p.send_signal(signal.SIGKILL)
+        self.p.wait(timeout=30)
+
+
+@pytest.fixture
+def g(sim, tmp_path):
+    for f in (GENV, SHIM):
+        if not f.exists():
+            pytest.fail(f"{f} missing: run `make build` (or set GENV_TEST_BIN_DIR)")
+    return G(sim, tmp_path / "genv")
+
+
+def test_outside_an_environment(g):
+    g.py("""
+        import genv.sdk as s
+        assert s.active() is False and s.eid() is None
+        for f in (s.attached, s.configuration, s.attach, s.detach, lambda: s.configure(s.Env.Config(name="x"))):
+            try:
+                f()
+            except RuntimeError as e:
+                assert str(e) == "Not running in an active environment", e
+            else:
+                raise AssertionError(f"{f} did not raise")
+        with s.lock():  # nothing to lock
+            pass
+    """)
+
+
+def test_activate_configures_attaches_and_is_seen_by_the_cli(g):
+    c = g.spawn("""
+        import json, os, sys, genv.sdk as s
+        cfg = s.Env.Config(name="sdk-env", gpus=2, gpu_memory="4g")
+        with s.activate(config=cfg):
+            print(json.dumps({"active": s.active(), "eid": s.eid(), "attached": list(s.attached()),
+                              "config": [s.configuration().name, s.configuration().gpus, s.configuration().gpu_memory]}),
+                  flush=True)
+            sys.stdin.readline()
+        print(json.dumps({"active": s.active(), "eid": s.eid()}), flush=True)
+        sys.stdin.readline()
+    """)
+    inside = json.loads(c.expect("{"))
+    pid = c.p.pid
+    assert inside == {"active": True, "eid": str(pid), "attached": [0, 1], "config": ["sdk-env", 2, "4g"]}
+    envs = g.envs()
+    assert [(e["eid"], e["name"], e["pids"], e["attached"]) for e in envs] == [(str(pid), "sdk-env", [pid], [0, 1])]
+    devs = g.devices()
+    assert [[a["eid"] for a in d["attachments"]] for d in devs] == [[str(pid)], [str(pid)], [], []]
+    # `genv status` inside the environment (as a child that inherited it would) sees it too.
+    st = g.genv("status", "--json", env={"GENV_ENVIRONMENT_ID": str(pid)}).stdout
+    assert "sdk-env" in st
+    c.go()
+    assert json.loads(c.expect("{")) == {"active": False, "eid": None}
+    # Deactivated while its process still runs: the environment is gone.
+    assert g.envs() == []
+    assert c.finish() == 0
+
+
+def test_environment_variables_set_inside_and_restored_exactly(g):
+    g.py(f"""
+        import os, warnings, genv.sdk as s
+        os.environ["LD_PRELOAD"] = "libother.so"
+        os.environ["CUDA_VISIBLE_DEVICES"] = ""
+        os.environ.pop("GENV_SHIM_PATH", None)
+        before = dict(os.environ)
+        with warnings.catch_warnings(record=True) as w:
+            warnings.simplefilter("always")
+            with s.activate(config=s.Env.Config(gpus=1)):
+                assert os.environ["GENV_ENVIRONMENT_ID"] == str(os.getpid())
+                assert os.environ["LD_PRELOAD"] == "{SHIM}:libother.so", os.environ["LD_PRELOAD"]
+                assert os.environ["GENV_SHIM_PATH"] == "{SHIM}"
+                # Not started under the shim: the device view goes through CUDA_VISIBLE_DEVICES.
+                assert os.environ["CUDA_VISIBLE_DEVICES"].startswith("GPU-"), os.environ["CUDA_VISIBLE_DEVICES"]
+                assert "," not in os.environ["CUDA_VISIBLE_DEVICES"]
+                s.detach()
+                assert os.environ["CUDA_VISIBLE_DEVICES"] == ""
+                s.attach(index=2)
+                assert os.environ["CUDA_VISIBLE_DEVICES"].startswith("GPU-")
+        assert dict(os.environ) == before
+        assert any(issubclass(x.category, s.EnforcementWarning) and "NOT enforced" in str(x.message) for x in w), [str(x.message) for x in w]
+    """)
+
+
+def test_nested_activation_raises(g):
+    g.py("""
+        import genv.sdk as s
+        with s.activate():
+            try:
+                with s.activate():
+                    pass
+            except RuntimeError as e:
+                assert "Already running in an active environment" in str(e), e
+            else:
+                raise AssertionError("nested activate did not raise")
+            assert s.active()
+        assert not s.active()
+    """)
+    # Started inside an environment (genv exec): activating again is refused as well.
+    p = g.genv("exec", "--", sys.executable, "-c", textwrap.dedent("""
+        import genv.sdk as s
+        assert s.active()
+        try:
+            with s.activate():
+                pass
+        except RuntimeError as e:
+            print("refused:", e)
+    """))
+    assert "refused: Already running in an active environment" in p.stdout
+
+
+def test_exception_inside_deactivates(g):
+    p = g.py("""
+        import json, os, subprocess, genv.sdk as s
+        try:
+            with s.activate(config=s.Env.Config(name="boom", gpus=1)):
+                raise KeyError("inside")
+        except KeyError:
+            pass
+        assert not s.active() and "GENV_ENVIRONMENT_ID" not in os.environ
+        print(subprocess.run(["genv", "envs", "--json"], capture_output=True, text=True, check=True).stdout)
+    """)
+    assert json.loads(p.stdout) == []
+
+
+def test_configure_attach_detach(g):
+    g.py("""
+        import genv.sdk as s
+        E = s.Env.Config
+        with s.activate():
+            assert s.attached() == [] and s.configuration() == E()
+            s.configure(E(name="renamed"))
+            assert s.configuration() == E(name="renamed")
+            try:
+                s.attach()
+            except RuntimeError as e:
+                assert "device count is not configured" in str(e), e
+            else:
+                raise AssertionError("attach without a device count")
+            # configure replaces the whole configuration
+            s.configure(E(gpus=1, gpu_memory="42mi"))
+            assert s.configuration() == E(gpus=1, gpu_memory="42mi")
+            assert s.attached() == []
+            assert s.attach() == [0] and s.attached() == [0]
+            assert s.attach(index=3) == [0, 3]
+            s.detach(index=0)
+            assert s.attached() == [3]
+            s.detach()
+            assert s.attached() == []
+            try:
+                s.attach(index=9)
+            except ValueError as e:
+                assert "invalid device index 9" in str(e), e
+            else:
+                raise AssertionError("index 9")
+            s.configure(E(gpus=5))
+            try:
+                s.attach()
+            except RuntimeError as e:
+                assert "No available devices" in str(e), e
+            else:
+                raise AssertionError("5 of 4 devices")
+            assert s.attached() == []
+    """)
+
+
+def test_devices_taken_by_another_environment(g):
+    holder = g.spawn("""
+        import sys, genv.sdk as s
+        with s.activate(config=s.Env.Config(gpus=3)):
+            print("held", s.attached(), flush=True)
+            sys.stdin.readline()
+    """)
+    holder.expect("held [0, 1, 2]")
+    g.py("""
+        import genv.sdk as s
+        try:
+            with s.activate(config=s.Env.Config(gpus=2)):
+                raise AssertionError("got 2 of the 1 free device")
+        except RuntimeError as e:
+            assert "No available devices" in str(e), e
+        with s.activate(config=s.Env.Config(gpus=1)):
+            assert s.attached() == [3]
+            try:
+                s.attach(index=0)
+            except RuntimeError as e:
+                assert str(e) == "Device 0 is not available", e
+    """)
+    assert holder.finish() == 0
+
+
+def test_bad_values(g):
+    g.py("""
+        import genv.sdk as s
+        E = s.Env.Config
+        def raises(exc, f, *want):
+            try:
+                f()
+            except exc as e:
+                for w in want:
+                    assert w in str(e), (w, str(e))
+            else:
+                raise AssertionError(f"no {exc.__name__}: {want}")
+        raises(ValueError, lambda: E(gpus=-1), "invalid device count -1")
+        raises(ValueError, lambda: E(gpus=33), "invalid device count 33")
+        raises(ValueError, lambda: E(gpu_memory="4x"), "invalid GPU memory '4x'", "42mi")
+        raises(ValueError, lambda: E(gpu_memory="0"), "invalid GPU memory '0'")
+        raises(ValueError, lambda: E(name=""), "invalid name")
+        raises(TypeError, lambda: E(gpus=True), "gpus must be an int")
+        raises(TypeError, lambda: E(gpus="2"), "gpus must be an int")
+        raises(TypeError, lambda: E(gpu_memory=4.5), "gpu_memory must be a str")
+        assert E(gpu_memory=1024).gpu_memory == "1024"
+        def act(**kw):
+            with s.activate(**kw):
+                pass
+        raises(ValueError, lambda: act(eid="has space"), "invalid environment identifier")
+        raises(ValueError, lambda: act(eid="x" * 64), "invalid environment identifier")
+        raises(TypeError, lambda: act(config={"gpus": 1}), "Env.Config")
+        assert not s.active()
+        with s.activate():
+            raises(TypeError, lambda: s.configure({"gpus": 1}), "Env.Config")
+            raises(TypeError, lambda: s.attach(index="0"), "index must be an int")
+            raises(ValueError, lambda: s.attach(index=-1), "invalid device index -1")
+            raises(ValueError, lambda: s.detach(index=7), "invalid device index 7")
+    """)
+    assert g.envs() == []
+
+
+def test_explicit_eid_joins(g):
+    a = g.spawn("""
+        import sys, genv.sdk as s
+        with s.activate(eid="team", config=s.Env.Config(name="shared", gpus=1)):
+            print("in", s.attached(), flush=True)
+            sys.stdin.readline()
+    """)
+    a.expect("in [0]")
+    b = g.spawn("""
+        import sys, genv.sdk as s
+        with s.activate(eid="team"):
+            print("in", s.attached(), s.configuration().name, flush=True)
+            sys.stdin.readline()
+    """)
+    b.expect("in [0] shared")
+    (e,) = g.envs()
+    assert e["eid"] == "team" and sorted(e["pids"]) == sorted([a.p.pid, b.p.pid])
+    assert a.finish() == 0
+    (e,) = g.envs()
+    assert e["pids"] == [b.p.pid]
+    assert b.finish() == 0
+    assert g.envs() == []
+
+
+def test_killed_process_environment_is_reaped(g):
+    c = g.spawn("""
+        import sys, genv.sdk as s
+        with s.activate(config=s.Env.Config(name="doomed", gpus=4)):
+            print("in", flush=True)
+            sys.stdin.readline()
+    """)
+    c.expect("in")
+    assert [e["name"] for e in g.envs()] == ["doomed"]
+    c.kill()
+    assert g.envs() == []
+    # Its devices are free again.
+    g.py("""
+        import genv.sdk as s
+        with s.activate(config=s.Env.Config(gpus=4)):
+            assert s.attached() == [0, 1, 2, 3]
+    """)
+
+
+def test_children_run_in_the_environment(g):
+    p = g.py("""
+        import json, subprocess, sys, genv.sdk as s
+        with s.activate(config=s.Env.Config(name="kids", gpus=2)):
+            code = ("import json, os, pynvml as N; N.nvmlInit(); "
+                    "print(json.dumps([os.environ['GENV_ENVIRONMENT_ID'], N.nvmlDeviceGetCount(), "
+                    "'libgenv_shim.so' in open('/proc/self/maps').read()]))")
+            out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+            print(json.dumps([s.eid(), json.loads(out)]))
+    """)
+    eid, (child_eid, count, shim_loaded) = json.loads(p.stdout)
+    assert child_eid == eid and shim_loaded
+    # The child sees only the two attached GPUs of the machine's four (the shim's NVML view).
+    assert count == 2
+
+
+def test_lock_outside_or_without_devices_is_a_noop(g):
+    g.py("""
+        import genv.sdk as s
+        with s.lock():
+            with s.lock():
+                pass
+        with s.activate():
+            with s.lock():
+                pass
+    """)
+    assert g.genv("lock", "--", "sh", "-c", "exit 3", check=False).returncode == 3
+
+
+# Takes the lock in environment argv[1] (joined with eid), reports, and holds it until told.
+LOCKER = """
+import sys, genv.sdk as s
+with s.activate(eid=sys.argv[1], config=s.Env.Config(gpu_memory="20gi"), over_subscribe=True):
+    for ix in map(int, sys.argv[2].split(",")):
+        s.attach(index=ix, over_subscribe=True)
+    print("ready", s.attached(), flush=True)
+    sys.stdin.readline()
+    with s.lock():
+        print("locked", flush=True)
+        sys.stdin.readline()
+    print("released", flush=True)
+    sys.stdin.readline()
+"""
+
+
+def test_lock_excludes_other_environments_not_own_processes(g):
+    a1 = g.spawn(LOCKER, "env-a", "0")
+    a1.expect("ready [0]")
+    a2 = g.spawn(LOCKER, "env-a", "0")
+    a2.expect("ready [0]")
+    b = g.spawn(LOCKER, "env-b", "0")
+    b.expect("ready [0]")
+    a1.go()
+    a1.expect("locked")
+    # The same environment's other process is not blocked.
+    a2.go()
+    a2.expect("locked", timeout=10)
+    # Another environment sharing the device waits for both.
+    b.go()
+    assert b.line(timeout=1.0) is None
+    a1.go()
+    a1.expect("released")
+    assert b.line(timeout=1.0) is None
+    a2.go()
+    a2.expect("released")
+    b.expect("locked", timeout=10)
+    # ... and the CLI's lock waits for the SDK's.
+    t0 = time.monotonic()
+    cli = g.sim.spawn(GENV, "lock", "--", "sh", "-c", "echo cli-locked", env=g.env({"GENV_ENVIRONMENT_ID": "env-a"}),
+                      stdout=subprocess.PIPE, text=True)
+    time.sleep(1.0)
+    assert cli.poll() is None
+    b.go()
+    b.expect("released")
+    assert cli.wait(timeout=10) == 0 and cli.stdout.read().strip() == "cli-locked"
+    assert time.monotonic() - t0 >= 1.0
+    for c in (a1, a2, b):
+        assert c.finish() == 0
+
+
+def test_killed_holder_releases_the_lock(g):
+    a = g.spawn(LOCKER, "env-a", "1")
+    a.expect("ready [1]")
+    b = g.spawn(LOCKER, "env-b", "1")
+    b.expect("ready [1]")
+    a.go()
+    a.expect("locked")
+    b.go()
+    assert b.line(timeout=1.0) is None
+    a.kill()
+    b.expect("locked", timeout=10)
+    b.go()
+    b.expect("released")
+    assert b.finish() == 0
+
+
+# Loops over the lock, logging who is inside; several devices attached in different orders.
+HAMMER = """
+import os, sys, time, genv.sdk as s
+eid, order, log = sys.argv[1], sys.argv[2], sys.argv[3]
+with s.activate(eid=eid, config=s.Env.Config(gpu_memory="20gi"), over_subscribe=True):
+    for ix in map(int, order.split(",")):
+        s.attach(index=ix, over_subscribe=True)
+    fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    for _ in range(15):
+        with s.lock():
+            os.write(fd, f"+ {eid}\\n".encode())
+            time.sleep(0.005)
+            os.write(fd, f"- {eid}\\n".encode())
+"""
+
+
+def test_lock_several_processes_several_devices_mutual_exclusion(g, tmp_path):
+    log = tmp_path / "lock.log"
+    procs = []
+    for eid, order in (("e1", "0,1"), ("e1", "0,1"), ("e2", "1,0"), ("e2", "1,0"), ("e3", "1,0")):
+        procs.append(g.sim.spawn(sys.executable, "-c", HAMMER, eid, order, log, env=g.env(),
+                                 stderr=subprocess.PIPE, text=True))
+    for p in procs:
+        assert p.wait(timeout=120) == 0, p.stderr.read()
+    inside: list[str] = []
+    for line in log.read_text().splitlines():
+        sign, eid = line.split()
+        if sign == "+":
+            assert all(e == eid for e in inside), f"{eid} entered while {inside} held the devices"
+            inside.append(eid)
+        else:
+            inside.remove(eid)
+    assert inside == [] and len(log.read_text().splitlines()) == 2 * 15 * 5
