@@ -163,6 +163,24 @@ pub(crate) fn env_processes(host: u32) -> Vec<(u32, u64)> {
     }
 }
 
+/// Whether process `pid` was started in this environment although it has no ledger slot: the
+/// shim registers a process at its first allocation, so one that only made a context is known
+/// by its `GENV_ENVIRONMENT_ID` alone. Another user's environment is unreadable: such a process
+/// stays hidden until it allocates.
+pub(crate) fn started_in_env(pid: u32) -> bool {
+    let Some(v) = crate::view::get() else {
+        return false;
+    };
+    if v.broken || v.eid.is_empty() {
+        return false;
+    }
+    let Ok(environ) = std::fs::read(format!("/proc/{pid}/environ")) else {
+        return false;
+    };
+    let want = format!("GENV_ENVIRONMENT_ID={}", v.eid);
+    environ.split(|&b| b == 0).any(|e| e == want.as_bytes())
+}
+
 // ---------------------------------------------------------------------------------------------
 // Device enumeration.
 

@@ -32,7 +32,7 @@ GENV = BIN_DIR / "genv"
 SHIM = BIN_DIR / "libgenv_shim.so"
 
 # Allocates through libcuda (so, inside the environment, through the shim) and holds it until
-# stdin closes. Argument pairs: CUDA ordinal and bytes.
+# stdin closes. Argument pairs: CUDA ordinal and bytes (0: a context only).
 HOLD = r"""
 import ctypes, sys
 cuda = ctypes.CDLL("libcuda.so.1")
@@ -49,7 +49,8 @@ for ordinal, size in zip(args[::2], args[1::2]):
     check(cuda.cuDevicePrimaryCtxRetain(ctypes.byref(ctx), dev), "cuDevicePrimaryCtxRetain")
     check(cuda.cuCtxSetCurrent(ctx), "cuCtxSetCurrent")
     ptr = ctypes.c_uint64()
-    check(cuda.cuMemAlloc_v2(ctypes.byref(ptr), ctypes.c_size_t(size)), "cuMemAlloc_v2")
+    if size:
+        check(cuda.cuMemAlloc_v2(ctypes.byref(ptr), ctypes.c_size_t(size)), "cuMemAlloc_v2")
 print("ready", flush=True)
 sys.stdin.read()
 """
@@ -324,6 +325,15 @@ def test_free_never_exceeds_device_free(sim, tmp_path, host):
     g = facts["gpus"][0]
     assert g["v1"] == [8 * GIB, GIB, 2 * GIB]
     assert g["v2"] == [8 * GIB, 0, GIB, 2 * GIB]
+
+
+def test_context_only_process_is_listed(sim, tmp_path, outsider):
+    # Registered in the ledger only at its first allocation: known by its environment id.
+    env = start_env(sim, tmp_path / "genv", ["--index", "2"], [[0, 0]])
+    out = env.nvidia_smi("--query-compute-apps=pid,used_memory", "--format=csv,noheader").stdout
+    assert out.strip() == f"{env.pids[0]}, 0 MiB"
+    out = env.nvidia_smi("--query-gpu=memory.used,memory.total", "--format=csv,noheader").stdout
+    assert out.strip() == "0 MiB, 81559 MiB"  # no capacity set: the physical size
 
 
 # --- gpustat / nvitop -----------------------------------------------------------------------

@@ -1,7 +1,8 @@
 //! Process lists: the real driver's list, keeping only the environment's processes.
 //!
 //! A process belongs to the environment when the shim registered it in the ledger under the
-//! environment (every process of the environment runs with the shim). Its `usedGpuMemory` is
+//! environment (at its first allocation) or, before that, when it was started with the
+//! environment's `GENV_ENVIRONMENT_ID` (it then holds none of the capacity). Its `usedGpuMemory` is
 //! what the ledger says it holds on that device: the allocations made through the shim, the
 //! figure the capacity is enforced on, so NVML, `cuMemGetInfo` and enforcement agree. The
 //! driver's own figure also counts the CUDA context, which the capacity does not.
@@ -125,8 +126,11 @@ pub(crate) unsafe fn filtered(
         let rec = &buf[i * words..(i + 1) * words];
         let b = rec[0].to_ne_bytes();
         let pid = u32::from_ne_bytes([b[0], b[1], b[2], b[3]]);
-        let Some(&(_, used)) = env.iter().find(|(p, _)| *p == pid) else {
-            continue;
+        let used = match env.iter().find(|(p, _)| *p == pid) {
+            Some(&(_, used)) => used,
+            // Holds nothing through the shim yet.
+            None if started_in_env(pid) => 0,
+            None => continue,
         };
         let dst = kept * words;
         buf.copy_within(i * words..(i + 1) * words, dst);
