@@ -222,6 +222,15 @@ def test_smi_detached(sim, tmp_path, outsider):
     assert "No devices were found" in p.stdout, p.stdout + p.stderr
 
 
+def test_view_follows_detach(env23, host):
+    # The view is re-read when the state changes: no restart needed.
+    env23.run(GENV, "detach", "--index", "3")
+    assert env23.nvidia_smi("-L").stdout.strip() == f"GPU 0: {NAME} (UUID: {host[2]['uuid']})"
+    env23.run(GENV, "detach")
+    p = env23.nvidia_smi(check=False)
+    assert "No devices were found" in p.stdout, p.stdout
+
+
 def test_outside_nothing_changes(sim, tmp_path, env23, host, outsider):
     # The shim preloaded without an environment, and a plain process: the whole machine.
     for extra in ({"LD_PRELOAD": SHIM, "GENV_TMPDIR": tmp_path / "genv"}, {}):
@@ -314,6 +323,34 @@ def test_pynvml_view(env23, host, outsider):
     assert facts["outside"] == {
         "index": invalid, "uuid": not_found, "serial": not_found, "bus": not_found
     }
+
+
+THREADS = r"""
+import sys, threading, pynvml as N
+N.nvmlInit()
+errors = []
+def work():
+    try:
+        for _ in range(200):
+            n = N.nvmlDeviceGetCount()
+            for i in range(n):
+                h = N.nvmlDeviceGetHandleByIndex(i)
+                assert N.nvmlDeviceGetIndex(h) == i
+                assert N.nvmlDeviceGetMemoryInfo(h).total == 4 << 30
+                assert len(N.nvmlDeviceGetComputeRunningProcesses(h)) == 1
+    except Exception as e:  # reported below, with the thread's failure
+        errors.append(repr(e))
+ts = [threading.Thread(target=work) for _ in range(8)]
+for t in ts:
+    t.start()
+for t in ts:
+    t.join()
+print(errors[:3] or "ok")
+"""
+
+
+def test_pynvml_threads(env23):
+    assert env23.python(THREADS).stdout.strip() == "ok"
 
 
 def test_free_never_exceeds_device_free(sim, tmp_path, host):
