@@ -13,4 +13,14 @@ if [ ! -f "$stamp" ] || ! cmp -s "$stamp" "$root/tests/python/requirements.txt";
     "$venv/bin/pip" install --disable-pip-version-check -q -r "$root/tests/python/requirements.txt"
     cp "$root/tests/python/requirements.txt" "$stamp"
 fi
+# The SDK (genv.sdk), built from sdk/ by maturin; rebuilt only when its sources change.
+sdk_stamp="$venv/.genv-sdk"
+sdk_sum=$(cd "$root" && find sdk/src sdk/python sdk/Cargo.toml sdk/pyproject.toml state/src state/Cargo.toml \
+    -type f -not -name '*.pyc' | LC_ALL=C sort | xargs sha256sum | sha256sum)
+if [ ! -f "$sdk_stamp" ] || [ "$(cat "$sdk_stamp")" != "$sdk_sum" ]; then
+    # The venv's maturin (requirements.txt), found on PATH by its build backend; no download.
+    PATH="$venv/bin:$PATH" "$venv/bin/pip" install --disable-pip-version-check -q --no-build-isolation \
+        --force-reinstall --no-deps "$root/sdk"
+    echo "$sdk_sum" > "$sdk_stamp"
+fi
 echo "$venv"
