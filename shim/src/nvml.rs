@@ -87,6 +87,7 @@ macro_rules! real_fn {
 
 mod export;
 mod procs;
+mod topology;
 
 real_fn! {
     real_get_index = c"nvmlDeviceGetIndex": fn(Device, *mut c_uint);
@@ -119,7 +120,7 @@ pub fn lookup(name: &CStr) -> Option<*mut c_void> {
         b"nvmlDeviceGetMemoryInfo" => memory_info as unsafe extern "C" fn(_, _) -> _ as _,
         b"nvmlDeviceGetMemoryInfo_v2" => memory_info_v2 as unsafe extern "C" fn(_, _) -> _ as _,
         b"nvmlInternalGetExportTable" => export::wrapper(),
-        other => procs::lookup(other)?,
+        other => procs::lookup(other).or_else(|| topology::lookup(other))?,
     };
     // The hook asks only for names the real NVML defines, so a wrapper never makes a client
     // believe in a function the driver lacks.

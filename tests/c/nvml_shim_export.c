@@ -9,6 +9,8 @@ typedef int (*bus_id_fn)(unsigned, char *, unsigned);
 typedef int (*bus_fn)(unsigned, unsigned *, unsigned *, unsigned *);
 typedef void *(*fake_fn)(void);
 typedef int (*count_fn)(unsigned *);
+typedef int (*index_fn)(void *, unsigned *);
+typedef int (*gpu_set_fn)(unsigned, unsigned *, void **);
 
 int main(void) {
     static const unsigned char smi[16] = {0xc4, 0xfe, 0x3e, 0x6c, 0xc9, 0x8f, 0x6c, 0x4e,
@@ -37,6 +39,24 @@ int main(void) {
         unsigned d = 0, b = 0, v = 0;
         int r2 = ((bus_fn)t[75])(i, &d, &b, &v);
         printf("index %u: 81 -> %d %s; 75 -> %d %02X\n", i, r, r ? "-" : buf, r2, r2 ? 0 : b);
+    }
+    /* A CPU's GPUs: the size query, then the handles, each with its (virtual) index. */
+    gpu_set_fn set = (gpu_set_fn)dlsym(h, "nvmlSystemGetTopologyGpuSet");
+    index_fn index = (index_fn)dlsym(h, "nvmlDeviceGetIndex");
+    if (set && index) {
+        unsigned m = 0;
+        int r = set(0, &m, NULL);
+        printf("gpu set probe %d %u;", r, m);
+        void *hs[8] = {0};
+        m = 8;
+        r = set(0, &m, hs);
+        printf(" gpu set %d %u:", r, m);
+        for (unsigned i = 0; i < m && i < 8; i++) {
+            unsigned ix = 99;
+            index(hs[i], &ix);
+            printf(" %u", ix);
+        }
+        printf("\n");
     }
     return 0;
 }

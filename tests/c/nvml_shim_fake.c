@@ -1,7 +1,7 @@
 /* A minimal libnvidia-ml.so.1 whose nvidia-smi export table has the size given by
  * FAKE_NVML_TABLE_SIZE (default 0x7a8, the 535 layout), to check that the shim wraps the 535
  * layout and hands any other one over untouched. Four GPUs; slot 81 writes the bus id of an
- * NVML index as 535 does. `fakeNvmlTable` (not an nvml* name, so never wrapped) gives the
+ * NVML index as 535 does. The topology functions answer every GPU. `fakeNvmlTable` (not an nvml* name, so never wrapped) gives the
  * table's real address to the client. */
 #include <stdio.h>
 #include <stdlib.h>
@@ -49,6 +49,33 @@ int nvmlDeviceGetIndex(void *h, unsigned *i) {
         return 2;
     *i = (unsigned)((int *)h - devices);
     return 0;
+}
+
+/* Size query with count 0, as NVML documents for the topology functions. */
+static int all_devices(unsigned *count, void **out) {
+    if (!count)
+        return 2;
+    if (*count == 0) {
+        *count = GPUS;
+        return 0;
+    }
+    if (*count < GPUS) {
+        *count = GPUS;
+        return 7;
+    }
+    for (int i = 0; i < GPUS; i++)
+        out[i] = &devices[i];
+    *count = GPUS;
+    return 0;
+}
+int nvmlDeviceGetTopologyNearestGpus(void *d, unsigned level, unsigned *count, void **out) {
+    (void)d;
+    (void)level;
+    return all_devices(count, out);
+}
+int nvmlSystemGetTopologyGpuSet(unsigned cpu, unsigned *count, void **out) {
+    (void)cpu;
+    return all_devices(count, out);
 }
 
 int nvmlInternalGetExportTable(const void **out, const unsigned char *uuid) {

@@ -404,7 +404,8 @@ def test_nvitop_once(env23, outsider):
 
 @pytest.fixture
 def fake_nvml(tmp_path):
-    """tests/c/nvml_shim_fake.c as libnvidia-ml.so.1 and its client tests/c/nvml_shim_export.c."""
+    """tests/c/nvml_shim_fake.c as libnvidia-ml.so.1 and its client tests/c/nvml_shim_export.c
+    (export table, then a handle list: the NVML paths the simulated machine does not cover)."""
     out = tmp_path / "fake-nvml"
     out.mkdir()
     c = ROOT / "tests" / "c"
@@ -429,6 +430,8 @@ def test_export_table_535_layout_follows_view(env23, fake_nvml):
         "index 0: 81 -> 0 0000:38:00.0; 75 -> 0 38",
         "index 1: 81 -> 0 0000:48:00.0; 75 -> 0 48",
         "index 2: 81 -> 2 -; 75 -> 2 00",
+        # Handle lists keep only the view's GPUs.
+        "gpu set probe 0 2; gpu set 0 2: 0 1",
     ]
 
 
@@ -444,5 +447,6 @@ def test_export_table_other_layout_passes_through(env23, fake_nvml):
         "index 0: 81 -> 0 0000:18:00.0; 75 -> 0 18",
         "index 1: 81 -> 0 0000:28:00.0; 75 -> 0 28",
         "index 2: 81 -> 0 0000:38:00.0; 75 -> 0 38",
+        "gpu set probe 0 2; gpu set 0 2: 0 1",
     ]
     assert "export table has size 0x800, not 535's 0x7a8" in p.stderr, p.stderr
