@@ -164,7 +164,7 @@ unsafe extern "C" fn mps(dev: Device, count: *mut c_uint, out: *mut u8) -> Ret {
 
 unsafe fn procs_slot(slot: usize, dev: Device, count: *mut c_uint, out: *mut u8) -> Ret {
     guard(|| match real_slot::<ListFn>(slot) {
-        Some(f) => filtered(f, dev, count, out, PROC_RECORD),
+        Some(f) => filtered(|n, b| f(dev, n, b), dev, count, out, PROC_RECORD),
         None => UNKNOWN,
     })
 }
