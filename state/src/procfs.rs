@@ -3,9 +3,17 @@
 
 /// Start time of `pid` in clock ticks since boot (`/proc/<pid>/stat` field 22), if it runs.
 pub fn start_time(pid: u32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    use std::io::Read;
+    // One open and one read into a stack buffer (the kernel renders the line whole): this runs
+    // for every environment in every command, and read_to_string's statx and growing reads
+    // cost three times the syscalls. Bytes, not a String: the command name may be any bytes,
+    // and a name that is not UTF-8 must not make a live process look dead.
+    let mut f = std::fs::File::open(format!("/proc/{pid}/stat")).ok()?;
+    let mut buf = [0u8; 2048];
+    let n = f.read(&mut buf).ok()?;
+    let stat = &buf[..n];
     // The command name (field 2) may hold spaces and parentheses: fields resume after the last ')'.
-    let rest = &stat[stat.rfind(')')? + 1..];
+    let rest = std::str::from_utf8(&stat[stat.iter().rposition(|&b| b == b')')? + 1..]).ok()?;
     let mut fields = rest.split_ascii_whitespace();
     // rest starts at field 3 (state); field 22 is the 20th from here.
     let state = fields.next()?;
@@ -55,5 +63,16 @@ mod tests {
         let st = super::start_time(me).unwrap();
         assert!(super::alive(me, st));
         assert!(!super::alive(me, st + 1));
+    }
+
+    #[test]
+    fn name_that_is_not_utf8() {
+        // A thread named with invalid UTF-8 (prctl takes any bytes) is still alive.
+        let t = std::thread::spawn(|| {
+            unsafe { libc::prctl(libc::PR_SET_NAME, c"a)\xff b(".as_ptr()) };
+            let tid = unsafe { libc::gettid() } as u32;
+            super::start_time(tid)
+        });
+        assert!(t.join().unwrap().is_some());
     }
 }
