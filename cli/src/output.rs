@@ -89,7 +89,9 @@ pub fn envs(envs: &[EnvInfo], json: bool) {
         return;
     }
     let now = genv_state::ops::now_ms();
-    println!("ID      USER            NAME            CREATED              PID(S)");
+    // One write for the whole table, not one per row: there may be thousands of rows.
+    let mut out = String::new();
+    out += "ID      USER            NAME            CREATED              PID(S)\n";
     for e in envs {
         // An environment kept alive only by its running programs lists those.
         let pids = if e.pids.is_empty() {
@@ -98,8 +100,8 @@ pub fn envs(envs: &[EnvInfo], json: bool) {
             &e.pids
         };
         let pids: Vec<String> = pids.iter().map(|p| p.to_string()).collect();
-        println!(
-            "{}{}{}{}{}",
+        out += &format!(
+            "{}{}{}{}{}\n",
             col(&e.eid, 8),
             col(&format!("{}({})", e.username, e.uid), 16),
             col(e.name.as_deref().unwrap_or(""), 16),
@@ -107,6 +109,7 @@ pub fn envs(envs: &[EnvInfo], json: bool) {
             pids.join(" ")
         );
     }
+    print!("{out}");
 }
 
 pub fn devices(devices: &[DeviceInfo], json: bool) {
@@ -118,14 +121,15 @@ pub fn devices(devices: &[DeviceInfo], json: bool) {
         return;
     }
     let now = genv_state::ops::now_ms();
-    println!("ID      ENV ID      ENV NAME        ATTACHED");
+    let mut out = String::new();
+    out += "ID      ENV ID      ENV NAME        ATTACHED\n";
     for d in devices {
         if d.attachments.is_empty() {
-            println!("{}", d.index);
+            out += &format!("{}\n", d.index);
         }
         for a in &d.attachments {
-            println!(
-                "{}{}{}{}",
+            out += &format!(
+                "{}{}{}{}\n",
                 col(&d.index.to_string(), 8),
                 col(&a.eid, 12),
                 col(a.env_name.as_deref().unwrap_or(""), 16),
@@ -133,6 +137,7 @@ pub fn devices(devices: &[DeviceInfo], json: bool) {
             );
         }
     }
+    print!("{out}");
 }
 
 pub fn config(c: &Config, field: Option<&str>, json: bool) {
