@@ -167,3 +167,30 @@ fn many_dead_environments_reaped_in_one_write() {
     assert_eq!(used, vec![live.eid.clone()]);
     assert_eq!(snap.env_hwm as usize, snap.envs().next().unwrap().0 + 1);
 }
+
+#[test]
+fn shell_whose_name_is_not_utf8_stays_alive() {
+    use std::os::unix::ffi::OsStrExt;
+    // A program file named with a byte that is not UTF-8: its /proc/<pid>/stat name is too.
+    let sb = Sandbox::new();
+    let name = std::ffi::OsStr::from_bytes(b"sh\xffell (x)");
+    let prog = sb.root.join(name);
+    let sleep = ["/usr/bin/sleep", "/bin/sleep"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists())
+        .expect("sleep");
+    std::fs::copy(sleep, &prog).unwrap();
+    let holder = Holder::spawn_cmd(std::process::Command::new(&prog));
+    assert!(wait_for(std::time::Duration::from_secs(5), || {
+        std::fs::read(format!("/proc/{}/stat", holder.pid()))
+            .map(|s| s.contains(&0xff))
+            .unwrap_or(false)
+    }));
+    sb.activate_for(holder.pid(), &["--gpus", "1"]).ok();
+    let eid = holder.pid().to_string();
+    assert_eq!(sb.eids(), vec![eid.clone()]);
+    assert_eq!(sb.env_json(&eid).unwrap()["attached"], json!([0]));
+    // Still there after other writes (which reap the dead).
+    let other = sb.env(&["--gpus", "1"]);
+    assert_eq!(sb.eids(), vec![eid, other.eid.clone()]);
+}
