@@ -494,3 +494,32 @@ def test_lock_several_processes_several_devices_mutual_exclusion(g, tmp_path):
         else:
             inside.remove(eid)
     assert inside == [] and len(log.read_text().splitlines()) == 2 * 15 * 5
+
+
+def test_process_started_under_the_shim_is_enforced_in_process(g):
+    # No environment yet, the shim preloaded (as in a Ray worker from genv.ray.runtime_env()),
+    # and a fresh state without a device list: activate() must neither read NVML through the
+    # shim nor let the shim decide "no environment" before the activation.
+    p = g.py("""
+        import ctypes, json, os, warnings, genv.sdk as s
+        with warnings.catch_warnings(record=True) as w:
+            warnings.simplefilter("always")
+            with s.activate(config=s.Env.Config(gpus=1, gpu_memory="1gi")):
+                assert "CUDA_VISIBLE_DEVICES" not in os.environ  # the shim gives the view
+                cuda = ctypes.CDLL("libcuda.so.1")
+                n, dev, ctx = ctypes.c_int(), ctypes.c_int(), ctypes.c_void_p()
+                assert cuda.cuInit(0) == 0
+                assert cuda.cuDeviceGetCount(ctypes.byref(n)) == 0
+                assert cuda.cuDeviceGet(ctypes.byref(dev), 0) == 0
+                assert cuda.cuDevicePrimaryCtxRetain(ctypes.byref(ctx), dev) == 0
+                assert cuda.cuCtxSetCurrent(ctx) == 0
+                free, total = ctypes.c_size_t(), ctypes.c_size_t()
+                assert cuda.cuMemGetInfo_v2(ctypes.byref(free), ctypes.byref(total)) == 0
+                ptr = ctypes.c_uint64()
+                over = cuda.cuMemAlloc_v2(ctypes.byref(ptr), ctypes.c_size_t(2 << 30))
+                within = cuda.cuMemAlloc_v2(ctypes.byref(ptr), ctypes.c_size_t(512 << 20))
+                print(json.dumps({"count": n.value, "total": total.value, "over": over, "within": within,
+                                  "warnings": [str(x.message) for x in w]}))
+    """, env={"LD_PRELOAD": SHIM})
+    r = json.loads(p.stdout)
+    assert r == {"count": 1, "total": 1 << 30, "over": 2, "within": 0, "warnings": []}

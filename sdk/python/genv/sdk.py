@@ -170,6 +170,32 @@ def _shim_loaded() -> bool:
         return False
 
 
+def _known_devices_if_shim() -> bool:
+    """In a process under the shim, makes sure the state lists the machine's GPUs; returns
+    whether NVML may be read here (False under the shim).
+
+    Under the shim this process's own NVML must not be used: inside an environment it shows
+    the environment's view, and outside one the shim decides at the first NVML or CUDA lookup
+    that this process is in no environment, for good (so a later activate() would not be
+    enforced here). When the state has no device list yet, a helper interpreter with the shim
+    bypassed reads NVML and records it.
+    """
+    if not _shim_loaded():
+        return True
+    if not _native.devices_list(False):
+        import subprocess
+        import sys
+
+        env = {k: v for k, v in os.environ.items() if k != _EID}
+        env["GENV_SHIM_BYPASS"] = "1"
+        subprocess.run(
+            [sys.executable, "-c", "from genv import _native; _native.devices_list(True)"],
+            env=env,
+            check=False,
+        )
+    return False
+
+
 def _set(key: str, value: Optional[str]) -> None:
     if value is None:
         os.environ.pop(key, None)
@@ -224,9 +250,8 @@ def activate(
                 n += 1
                 eid = f"{pid}-{n}"
         shim_here = _shim_loaded()
-        info = _native.activate(
-            eid, pid, cfg.name, cfg.gpus, cfg.gpu_memory, True, over_subscribe, not shim_here
-        )
+        nvml = _known_devices_if_shim() if cfg.gpus is not None else not shim_here
+        info = _native.activate(eid, pid, cfg.name, cfg.gpus, cfg.gpu_memory, True, over_subscribe, nvml)
         act = _Activation(eid, pid, {k: os.environ.get(k) for k in _MANAGED}, not shim_here)
         try:
             os.environ[_EID] = eid
@@ -344,7 +369,7 @@ def attach(*, index: Optional[int] = None, over_subscribe: bool = False) -> List
         raise TypeError(f"index must be an int, not {type(index).__name__}")
     _env_info()
     try:
-        return list(_native.attach(e, index, over_subscribe, not _shim_loaded()))
+        return list(_native.attach(e, index, over_subscribe, _known_devices_if_shim()))
     finally:
         _after_attachment_change()
 
@@ -386,5 +411,5 @@ def lock() -> Iterator[None]:
 
 def _devices() -> List[dict]:
     """Every device (index, uuid, name, total_memory, eids attached); for genv.ray and tests."""
-    return _native.devices_list(not _shim_loaded())
+    return _native.devices_list(_known_devices_if_shim())
 
