@@ -43,14 +43,15 @@ def runtime_env(base: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
 
     Raises :code:`RuntimeError` when the shim cannot be found (see :func:`genv.sdk.shim_path`).
     """
-    shim = sdk.shim_path()
+    env = dict(base or {})
+    env_vars = {str(k): str(v) for k, v in (env.get("env_vars") or {}).items()}
+    # A GENV_SHIM_PATH given for the workers wins: the nodes may install genv elsewhere.
+    shim = env_vars.get("GENV_SHIM_PATH") or sdk.shim_path()
     if shim is None:
         raise RuntimeError(
             "cannot find libgenv_shim.so: set GENV_SHIM_PATH or put genv on PATH "
             "(see genv.sdk.shim_path)"
         )
-    env = dict(base or {})
-    env_vars = {str(k): str(v) for k, v in (env.get("env_vars") or {}).items()}
     rest = [p for p in env_vars.get("LD_PRELOAD", "").split(":") if p and not p.endswith("libgenv_shim.so")]
     env_vars["LD_PRELOAD"] = ":".join([shim] + rest)
     env_vars["GENV_SHIM_PATH"] = shim
