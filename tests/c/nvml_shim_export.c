@@ -1,6 +1,10 @@
 /* Reads nvidia-smi's export table the way nvidia-smi does (dlopen, dlsym, uuid) and prints what
  * it sees: whether the table is the driver's own, its size, and the bus id of indices 0-2 through
- * slot 81 and slot 75. Used against tests/c/nvml_shim_fake.c. */
+ * slot 81 and slot 75; then a CPU's GPU set, and the compute processes of index 0 through `_v3`
+ * (records of argv[1] bytes, default 24) and the detail list. Used against
+ * tests/c/nvml_shim_fake.c. */
+#include <stdlib.h>
+#include <string.h>
 #include <dlfcn.h>
 #include <stdio.h>
 
@@ -12,7 +16,7 @@ typedef int (*count_fn)(unsigned *);
 typedef int (*index_fn)(void *, unsigned *);
 typedef int (*gpu_set_fn)(unsigned, unsigned *, void **);
 
-int main(void) {
+int main(int argc, char **argv) {
     static const unsigned char smi[16] = {0xc4, 0xfe, 0x3e, 0x6c, 0xc9, 0x8f, 0x6c, 0x4e,
                                           0xa3, 0x27, 0xee, 0x69, 0x6e, 0x12, 0xf7, 0xc4};
     void *h = dlopen("libnvidia-ml.so.1", RTLD_NOW);
@@ -55,6 +59,52 @@ int main(void) {
             unsigned ix = 99;
             index(hs[i], &ix);
             printf(" %u", ix);
+        }
+        printf("\n");
+    }
+    typedef int (*procs_fn)(void *, unsigned *, void *);
+    typedef int (*by_index_fn)(unsigned, void **);
+    procs_fn v3 = (procs_fn)dlsym(h, "nvmlDeviceGetComputeRunningProcesses_v3");
+    by_index_fn by_index = (by_index_fn)dlsym(h, "nvmlDeviceGetHandleByIndex_v2");
+    void *dev = NULL;
+    if (v3 && by_index && by_index(0, &dev) == 0) {
+        size_t stride = argc > 1 ? strtoul(argv[1], NULL, 10) : 24;
+        unsigned m = 0;
+        int probe = v3(dev, &m, NULL);
+        unsigned char buf[16 * 32];
+        unsigned cap = m + 1;
+        int r = v3(dev, &cap, buf);
+        printf("v3 probe %d %u; v3 %d %u:", probe, m, r, cap);
+        for (unsigned i = 0; i < cap && i < 16; i++) {
+            unsigned pid;
+            unsigned long long used;
+            memcpy(&pid, buf + i * stride, 4);
+            memcpy(&used, buf + i * stride + 8, 8);
+            printf(" %u=%llu", pid, used);
+        }
+        printf("\n");
+    }
+    struct detail_list {
+        unsigned version, mode, entries;
+        void *records;
+    };
+    typedef int (*detail_fn)(void *, struct detail_list *);
+    detail_fn detail = (detail_fn)dlsym(h, "nvmlDeviceGetRunningProcessDetailList");
+    if (detail && dev) {
+        struct detail_list l = {24u | 1u << 24, 0, 0, NULL};
+        int probe = detail(dev, &l);
+        unsigned char buf[16 * 32];
+        unsigned want = l.entries;
+        l.entries = 16;
+        l.records = buf;
+        int r = detail(dev, &l);
+        printf("detail probe %d %u; detail %d %u:", probe, want, r, l.entries);
+        for (unsigned i = 0; i < l.entries && i < 16; i++) {
+            unsigned pid;
+            unsigned long long used;
+            memcpy(&pid, buf + i * 32, 4);
+            memcpy(&used, buf + i * 32 + 8, 8);
+            printf(" %u=%llu", pid, used);
         }
         printf("\n");
     }

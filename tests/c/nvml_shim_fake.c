@@ -1,7 +1,11 @@
 /* A minimal libnvidia-ml.so.1 whose nvidia-smi export table has the size given by
  * FAKE_NVML_TABLE_SIZE (default 0x7a8, the 535 layout), to check that the shim wraps the 535
  * layout and hands any other one over untouched. Four GPUs; slot 81 writes the bus id of an
- * NVML index as 535 does. The topology functions answer every GPU. `fakeNvmlTable` (not an nvml* name, so never wrapped) gives the
+ * NVML index as 535 does. The topology functions answer every GPU. Host GPU 2 runs the
+ * compute processes listed in FAKE_NVML_PIDS ("pid:bytes,pid:bytes"), through the `_v3` list
+ * and, unless built with -DFAKE_CC_V3, the detail list; with -DFAKE_CC_V3 the library looks like
+ * the drivers whose `_v3` records were 32 bytes (it has nvmlDeviceGetConfComputeMemSizeInfo and
+ * no detail list). `fakeNvmlTable` (not an nvml* name, so never wrapped) gives the
  * table's real address to the client. */
 #include <stdio.h>
 #include <stdlib.h>
@@ -77,6 +81,66 @@ int nvmlSystemGetTopologyGpuSet(unsigned cpu, unsigned *count, void **out) {
     (void)cpu;
     return all_devices(count, out);
 }
+
+/* Records: pid u32 at 0, used u64 at 8, instance ids at 16 and 20, [cc memory u64 at 24]. */
+static int procs(void *d, unsigned *count, unsigned char *out, size_t stride) {
+    unsigned pids[16];
+    unsigned long long used[16];
+    unsigned n = 0;
+    const char *s = getenv("FAKE_NVML_PIDS");
+    if (!count || (int *)d < devices || (int *)d >= devices + GPUS)
+        return 2;
+    while (s && *s && n < 16) {
+        char *end;
+        pids[n] = (unsigned)strtoul(s, &end, 10);
+        used[n] = *end == ':' ? strtoull(end + 1, &end, 10) : 0;
+        n++;
+        s = *end == ',' ? end + 1 : end;
+        if (end == s && *s)
+            break;
+    }
+    if ((int *)d != &devices[2])
+        n = 0;
+    if (*count < n) {
+        *count = n;
+        return 7;
+    }
+    *count = n;
+    for (unsigned i = 0; i < n; i++) {
+        unsigned char *r = out + i * stride;
+        unsigned none = 0xFFFFFFFFu;
+        memset(r, 0, stride);
+        memcpy(r, &pids[i], 4);
+        memcpy(r + 8, &used[i], 8);
+        memcpy(r + 16, &none, 4);
+        memcpy(r + 20, &none, 4);
+    }
+    return 0;
+}
+
+#ifdef FAKE_CC_V3
+int nvmlDeviceGetComputeRunningProcesses_v3(void *d, unsigned *count, void *out) {
+    return procs(d, count, out, 32);
+}
+int nvmlDeviceGetConfComputeMemSizeInfo(void *d, void *info) {
+    (void)d;
+    (void)info;
+    return 3;
+}
+#else
+int nvmlDeviceGetComputeRunningProcesses_v3(void *d, unsigned *count, void *out) {
+    return procs(d, count, out, 24);
+}
+struct detail_list {
+    unsigned version, mode, entries;
+    void *records;
+};
+int nvmlDeviceGetRunningProcessDetailList(void *d, struct detail_list *l) {
+    if (!l || l->version != (24u | 1u << 24) || l->mode != 0)
+        return 2;
+    return procs(d, &l->entries, l->records, 32);
+}
+#endif
 
 int nvmlInternalGetExportTable(const void **out, const unsigned char *uuid) {
     static const unsigned char smi[16] = {0xc4, 0xfe, 0x3e, 0x6c, 0xc9, 0x8f, 0x6c, 0x4e,

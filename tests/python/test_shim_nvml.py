@@ -404,26 +404,30 @@ def test_nvitop_once(env23, outsider):
 
 @pytest.fixture
 def fake_nvml(tmp_path):
-    """tests/c/nvml_shim_fake.c as libnvidia-ml.so.1 and its client tests/c/nvml_shim_export.c
-    (export table, then a handle list: the NVML paths the simulated machine does not cover)."""
-    out = tmp_path / "fake-nvml"
-    out.mkdir()
+    """tests/c/nvml_shim_fake.c as libnvidia-ml.so.1 (in `fake-nvml/`, and built with
+    -DFAKE_CC_V3 in `fake-nvml-cc/`) and its client tests/c/nvml_shim_export.c: the NVML paths
+    and driver shapes the simulated machine does not cover."""
     c = ROOT / "tests" / "c"
+    plain, cc_v3 = tmp_path / "fake-nvml", tmp_path / "fake-nvml-cc"
+    for d in (plain, cc_v3):
+        d.mkdir()
     for args in (
-        ["-shared", "-fPIC", "-o", out / "libnvidia-ml.so.1", c / "nvml_shim_fake.c"],
-        ["-o", out / "client", c / "nvml_shim_export.c", "-ldl"],
+        ["-shared", "-fPIC", "-o", plain / "libnvidia-ml.so.1", c / "nvml_shim_fake.c"],
+        ["-DFAKE_CC_V3", "-shared", "-fPIC", "-o", cc_v3 / "libnvidia-ml.so.1",
+         c / "nvml_shim_fake.c"],
+        ["-o", plain / "client", c / "nvml_shim_export.c", "-ldl"],
     ):
         p = subprocess.run(["cc", "-O1", "-Wall", *map(str, args)], capture_output=True, text=True)
         if p.returncode != 0:
             pytest.fail(f"cc: {p.stderr}")
-    return out
+    return plain
 
 
 def test_export_table_535_layout_follows_view(env23, fake_nvml):
     out = env23.run(
         fake_nvml / "client", env={"LD_LIBRARY_PATH": fake_nvml, "FAKE_NVML_TABLE_SIZE": "0x7a8"}
     ).stdout.splitlines()
-    assert out == [
+    assert out[:7] == [
         "count 2",
         "own 0",  # a copy of the driver's table
         "size 0x7a8",
@@ -440,7 +444,7 @@ def test_export_table_other_layout_passes_through(env23, fake_nvml):
         fake_nvml / "client",
         env={"LD_LIBRARY_PATH": fake_nvml, "FAKE_NVML_TABLE_SIZE": "0x800", "GENV_LOG": "debug"},
     )
-    assert p.stdout.splitlines() == [
+    assert p.stdout.splitlines()[:7] == [
         "count 2",
         "own 1",  # the driver's own table, untouched
         "size 0x800",
@@ -450,3 +454,21 @@ def test_export_table_other_layout_passes_through(env23, fake_nvml):
         "gpu set probe 0 2; gpu set 0 2: 0 1",
     ]
     assert "export table has size 0x800, not 535's 0x7a8" in p.stderr, p.stderr
+
+
+def test_process_lists_follow_driver_layout(env23, fake_nvml, outsider):
+    # Host GPU 2 (the environment's 0) runs one process of the environment and the outsider.
+    a = env23.pids[0]
+    # The outsider first: a record size other than the driver's would misread the second one.
+    pids = f"{outsider.pid}:9999,{a}:7777"
+    for lib, stride in ((fake_nvml, 24), (fake_nvml.parent / "fake-nvml-cc", 32)):
+        out = env23.run(
+            fake_nvml / "client", stride, env={"LD_LIBRARY_PATH": lib, "FAKE_NVML_PIDS": pids}
+        ).stdout.splitlines()
+        # The ledger's figure, not the driver's; only the environment's process.
+        assert f"v3 probe 7 1; v3 0 1: {a}={GIB}" in out, (stride, out)
+        detail = [line for line in out if line.startswith("detail")]
+        if stride == 24:
+            assert detail == [f"detail probe 7 1; detail 0 1: {a}={GIB}"]
+        else:
+            assert detail == []
