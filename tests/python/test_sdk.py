@@ -523,3 +523,27 @@ def test_process_started_under_the_shim_is_enforced_in_process(g):
     """, env={"LD_PRELOAD": SHIM})
     r = json.loads(p.stdout)
     assert r == {"count": 1, "total": 1 << 30, "over": 2, "within": 0, "warnings": []}
+
+
+def test_ctrl_c_interrupts_a_lock_wait(g):
+    a = g.spawn(LOCKER, "env-a", "0")
+    a.expect("ready [0]")
+    a.go()
+    a.expect("locked")
+    b = g.spawn("""
+        import genv.sdk as s
+        with s.activate(eid="env-b", config=s.Env.Config(gpu_memory="20gi"), over_subscribe=True):
+            s.attach(index=0, over_subscribe=True)
+            print("waiting", flush=True)
+            try:
+                with s.lock():
+                    print("locked", flush=True)
+            except KeyboardInterrupt:
+                print("interrupted", flush=True)
+    """)
+    b.expect("waiting")
+    time.sleep(0.5)
+    b.p.send_signal(signal.SIGINT)
+    b.expect("interrupted", timeout=10)
+    assert b.p.wait(timeout=30) == 0
+    assert a.finish() == 0
