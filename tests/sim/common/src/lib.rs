@@ -118,13 +118,22 @@ impl Machine {
                     &hex[16..20],
                     &hex[20..32]
                 );
-                let bus = 0x18 + 0x10 * i as u32;
+                // 0x18, 0x28, … like a real 8-GPU board; past 0xE8 continue below 0x18 so that every
+                // bus number stays a valid byte and distinct.
+                let bus = if i < 14 {
+                    0x18 + 0x10 * i as u32
+                } else {
+                    1 + (i as u32 - 14)
+                };
                 Gpu {
                     index: i as u32,
                     name: "NVIDIA H100 80GB HBM3".to_string(),
                     uuid,
                     uuid_bytes: u,
-                    serial: format!("{}", 1_654_922_000_000u64 + fnv(key.as_bytes(), 3) % 1_000_000),
+                    serial: format!(
+                        "{}",
+                        1_654_922_000_000u64 + fnv(key.as_bytes(), 3) % 1_000_000
+                    ),
                     pci_domain: 0,
                     pci_bus: bus,
                     pci_device: 0,
@@ -168,7 +177,10 @@ impl Machine {
         self.gpus.iter().position(|g| {
             g.uuid.eq_ignore_ascii_case(u)
                 || g.uuid[4..].eq_ignore_ascii_case(u)
-                || (u.len() >= 8 && g.uuid.to_ascii_lowercase().starts_with(&u.to_ascii_lowercase()))
+                || (u.len() >= 8
+                    && g.uuid
+                        .to_ascii_lowercase()
+                        .starts_with(&u.to_ascii_lowercase()))
         })
     }
 
