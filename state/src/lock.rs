@@ -320,7 +320,7 @@ mod tests {
         assert!(acquire("c", &[], &mut none()).unwrap().devices().is_empty());
 
         // Released files are cleaned up by the next locker.
-        let _c = acquire("c", &[d0.clone()], &mut none()).unwrap();
+        let _c = acquire("c", std::slice::from_ref(&d0), &mut none()).unwrap();
         let names: Vec<String> = std::fs::read_dir(&dir)
             .unwrap()
             .map(|e| e.unwrap().file_name().into_string().unwrap())

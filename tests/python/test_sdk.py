@@ -547,3 +547,20 @@ def test_ctrl_c_interrupts_a_lock_wait(g):
     b.expect("interrupted", timeout=10)
     assert b.p.wait(timeout=30) == 0
     assert a.finish() == 0
+
+
+def test_forked_child_leaving_the_block_keeps_the_parent_active(g):
+    g.py("""
+        import os, genv.sdk as s
+        from genv import _native
+        with s.activate(config=s.Env.Config(name="parent")):
+            e = s.eid()
+            child = os.fork()
+            if child:
+                _, status = os.waitpid(child, 0)
+                assert status == 0, status
+                assert _native.env(e)["pids"] == [os.getpid()], _native.env(e)
+        if child == 0:  # the child left the block too, restoring only its own variables
+            os._exit(0 if not s.active() else 1)
+        assert _native.env(e) is None and not s.active()
+    """)

@@ -302,7 +302,9 @@ def _restore(act: _Activation) -> None:
         _set(k, v)
     if _current is act:
         _current = None
-    _native.deactivate(act.eid, act.pid)
+    # A child forked inside the block leaves it without ending its parent's activation.
+    if os.getpid() == act.pid:
+        _native.deactivate(act.eid, act.pid)
 
 
 def attached() -> List[int]:
