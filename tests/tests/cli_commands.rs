@@ -586,6 +586,23 @@ fn devices_follow_the_machine() {
 }
 
 #[test]
+fn swapped_gpu_drops_its_attachments() {
+    let sb = Sandbox::new();
+    let a = sb.env(&["--gpus", "2"]);
+    assert_eq!(sb.env_json(&a.eid).unwrap()["attached"], json!([0, 1]));
+    // As if GPU 1 had been replaced since the list was read: the recorded UUID differs.
+    sb.store()
+        .transaction(|t| {
+            genv_state::layout::put_str(&mut t.devices[1].uuid, "GPU-replaced");
+            Ok(())
+        })
+        .unwrap();
+    let devs = sb.devices_json();
+    assert_ne!(devs[1]["uuid"], "GPU-replaced");
+    assert_eq!(sb.env_json(&a.eid).unwrap()["attached"], json!([0]));
+}
+
+#[test]
 fn exec_runs_and_cleans_up() {
     let sb = Sandbox::new();
     let out = sb.genv(&[
