@@ -159,8 +159,11 @@ elif ! cc -O1 -o "$work/alloc" "$alloc_src" -ldl; then
 else
     note "outside genv, the program sees the whole machine:"
     run "$work/alloc" info
-    run genv exec --gpus 1 --gpu-memory 4gi -- "$work/alloc"
-    echo "(exit status $?)"
+    run genv exec --gpus 1 --gpu-memory 4gi -- "$work/alloc" | tee "$work/exec.out"
+    echo "(exit status ${PIPESTATUS[0]})"
+    if grep -q "allocation 5 of 1 GiB: ok" "$work/exec.out"; then
+        note "the capacity was NOT enforced: this build's shim lacks its CUDA wrappers (rebuild: make build)"
+    fi
     run genv envs
 fi
 
