@@ -378,3 +378,11 @@ std::arch::global_asm!(
     ".symver dlsym, dlsym@@GLIBC_2.34",
     ".symver genv_dlsym_compat, dlsym@GLIBC_2.2.5",
 );
+
+#[cfg(target_arch = "aarch64")]
+std::arch::global_asm!(
+    ".globl genv_dlsym_compat",
+    ".set genv_dlsym_compat, dlsym",
+    ".symver dlsym, dlsym@@GLIBC_2.34",
+    ".symver genv_dlsym_compat, dlsym@GLIBC_2.17",
+);
