@@ -397,3 +397,44 @@ fn debug_log_says_what_was_decided() {
     let o = run(&sb, Some("l1"), &["gpa", "view"], &[]);
     assert!(o.stderr.is_empty(), "{o:?}");
 }
+
+#[test]
+fn children_of_a_cuda_process_reinterpret_the_users_selection() {
+    let sb = Sandbox::new();
+    let uuids = host_uuids(&sb);
+    let _e = env_with(&sb, "h1", None, &[2, 1, 0], false);
+    // The parent initialises CUDA (which rewrites CUDA_VISIBLE_DEVICES for the driver), then the
+    // environment gains a GPU, then the parent starts a child: the child applies the user's
+    // selection ("1,3": the environment's second and fourth GPUs) to the environment as it is.
+    // libc's getenv and system(): Python's os.environ is a copy taken at start-up.
+    let script = format!(
+        "import ctypes, sys\n\
+         assert ctypes.CDLL('libcuda.so.1').cuInit(0) == 0\n\
+         libc = ctypes.CDLL(None)\n\
+         libc.getenv.restype = ctypes.c_char_p\n\
+         print('parent', libc.getenv(b'CUDA_VISIBLE_DEVICES').decode(), flush=True)\n\
+         sys.stdin.readline()\n\
+         sys.exit(libc.system(b'{} link view') >> 8)\n",
+        shim_cuda().display()
+    );
+    let mut c = under_shim(&sb, "h1", "/usr/bin/python3");
+    c.args(["-c", &script])
+        .env("CUDA_VISIBLE_DEVICES", "1,3")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped());
+    let mut p = c.spawn().unwrap();
+    let mut lines = BufReader::new(p.stdout.take().unwrap()).lines();
+    let first = lines.next().unwrap().unwrap();
+    // Only "1" applies in the parent: the environment has 3 GPUs, so "3" ends the list.
+    assert_eq!(first, format!("parent {}", uuids[1]));
+    sb.genv_in("h1", &["attach", "--index", "3"]).ok();
+    writeln!(p.stdin.as_mut().unwrap()).unwrap();
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    assert!(p.wait().unwrap().success(), "{rest:?}");
+    let devs: Vec<&str> = rest
+        .iter()
+        .filter_map(|l| l.strip_prefix("dev "))
+        .map(|l| l.split_whitespace().nth(1).unwrap())
+        .collect();
+    assert_eq!(devs, vec![uuids[1].as_str(), uuids[3].as_str()], "{rest:?}");
+}
