@@ -649,8 +649,12 @@ fn env_mem_info(free: u64, total: u64) -> (u64, u64) {
     let Some(v) = view::get() else {
         return (free, total);
     };
-    let Ok(host) = current_host(v) else {
-        return (free, total);
+    // A device that is no longer the environment's (detached, or the state became unreadable)
+    // offers nothing; without a usable context the driver's own answer stands.
+    let host = match current_host(v) {
+        Ok(h) => h,
+        Err(CUDA_ERROR_OUT_OF_MEMORY) => return (0, 0),
+        Err(_) => return (free, total),
     };
     let Some(d) = v.device(host) else {
         return (0, 0);
