@@ -438,3 +438,32 @@ fn children_of_a_cuda_process_reinterpret_the_users_selection() {
         .collect();
     assert_eq!(devs, vec![uuids[1].as_str(), uuids[3].as_str()], "{rest:?}");
 }
+
+#[test]
+fn a_detached_gpu_gives_running_processes_no_more_memory() {
+    let sb = Sandbox::new();
+    let _e = env_with(&sb, "x1", Some("2gi"), &[0], false);
+    let mut c = under_shim(&sb, "x1", shim_cuda());
+    // A process holds 256 MiB while the environment is detached from its GPU.
+    c.args(["link", "alloc", "mem", &(256 * MI).to_string(), "1", "hold"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped());
+    let mut child = c.spawn().unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let got: Vec<String> = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .take_while(|l| l != "held")
+        .collect();
+    assert!(got.iter().any(|l| l == "ok 1 err 0"), "{got:?}");
+    sb.genv_in("x1", &["detach"]).ok();
+    // A new process sees no GPU at all; the running one may still free what it holds.
+    let o = run(&sb, Some("x1"), &["link", "view"], &[]);
+    assert_eq!(field(&o.stdout, "init"), Some(vec!["100"]), "{o:?}");
+    drop(child.stdin.take());
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    assert!(child.wait().unwrap().success(), "{rest:?}");
+    assert!(rest.iter().any(|l| l == "freed 1"), "{rest:?}");
+    // Its memory info after the detach: nothing free, nothing to offer.
+    assert!(rest.iter().any(|l| l == "mem 0 0 0"), "{rest:?}");
+}
