@@ -243,19 +243,46 @@ impl Genv {
         &self.store
     }
 
-    /// A transaction that first forgets dead environments and dead shim processes.
-    fn write<T>(&self, f: impl FnOnce(&mut Tables) -> Result<T, Error>) -> Result<T, Error> {
+    /// A transaction that first forgets dead shim processes, and dead environments that hold
+    /// devices (so that placement sees them free). Other dead environments cost nothing here:
+    /// readers hide them and `envs` removes them, having checked every environment anyway.
+    fn write<T>(
+        &self,
+        f: impl FnOnce(&mut Tables, &Liveness) -> Result<T, Error>,
+    ) -> Result<T, Error> {
         ledger::reap_dead(&self.store, None);
         let live = Liveness::new(&self.store);
+        self.write_live(&live, f)
+    }
+
+    fn write_live<T>(
+        &self,
+        live: &Liveness,
+        f: impl FnOnce(&mut Tables, &Liveness) -> Result<T, Error>,
+    ) -> Result<T, Error> {
         self.store.transaction(|t| {
             for i in 0..(t.env_hwm as usize).min(MAX_ENVS) {
-                if t.envs[i].is_used() && !live.alive(&t.envs[i]) {
-                    ledger::reset_env(&self.store, i, 0);
-                    t.envs[i].serial = 0;
+                let e = &t.envs[i];
+                if e.is_used() && e.n_attached > 0 && !live.alive(e) {
+                    self.forget(t, i);
                 }
             }
-            f(t)
+            f(t, live)
         })
+    }
+
+    fn forget(&self, t: &mut Tables, i: usize) {
+        ledger::reset_env(&self.store, i, 0);
+        t.envs[i].serial = 0;
+    }
+
+    /// Forgets every dead environment (all are checked).
+    fn reap_all(&self, t: &mut Tables, live: &Liveness) {
+        for i in 0..(t.env_hwm as usize).min(MAX_ENVS) {
+            if t.envs[i].is_used() && !live.alive(&t.envs[i]) {
+                self.forget(t, i);
+            }
+        }
     }
 
     fn live_snapshot(&self) -> (Snapshot, Liveness) {
@@ -270,7 +297,7 @@ impl Genv {
         if devices_match(&snap, gpus) {
             return Ok(());
         }
-        self.write(|t| {
+        self.write(|t, _| {
             apply_devices(t, gpus);
             Ok(())
         })
@@ -304,9 +331,18 @@ impl Genv {
         config.validate()?;
         let start = procfs::start_time(pid)
             .ok_or_else(|| Error::Input(format!("process {pid} does not exist")))?;
-        let slot = self.write(|t| {
+        let slot = self.write(|t, live| {
             if let Some(gpus) = attach.map(|a| a.0) {
                 apply_devices(t, gpus);
+            }
+            // A dead environment of the same identifier (a reused shell pid) is not joined.
+            if let Some((i, e)) = t.env_by_eid(eid) {
+                if !live.alive(e) {
+                    self.forget(t, i);
+                }
+            }
+            if !t.envs.iter().any(|e| !e.is_used()) {
+                self.reap_all(t, live);
             }
             let slot = match t.env_by_eid(eid).map(|(i, _)| i) {
                 Some(i) => {
@@ -385,8 +421,7 @@ impl Genv {
     /// Removes `pid` from environment `eid`; the environment ends when no activating process and
     /// no shim process of it is left.
     pub fn deactivate(&self, caller: &Caller, eid: &str, pid: u32) -> Result<(), Error> {
-        let live = Liveness::new(&self.store);
-        self.write(|t| {
+        self.write(|t, live| {
             let Some((i, _)) = t.env_by_eid(eid) else {
                 return Ok(());
             };
@@ -401,8 +436,7 @@ impl Genv {
             e.n_pids = rest.len() as u32;
             e.pids[..rest.len()].copy_from_slice(&rest);
             if rest.is_empty() && !live.shim_serials.contains(&e.serial) {
-                ledger::reset_env(&self.store, i, 0);
-                e.serial = 0;
+                self.forget(t, i);
             }
             Ok(())
         })
@@ -410,11 +444,10 @@ impl Genv {
 
     /// Ends environment `eid` now, whatever still runs in it (`genv exec` when its command ends).
     pub fn remove(&self, caller: &Caller, eid: &str) -> Result<(), Error> {
-        self.write(|t| {
+        self.write(|t, _| {
             if let Some((i, _)) = t.env_by_eid(eid) {
                 Self::check_owner(&t.envs[i], caller)?;
-                ledger::reset_env(&self.store, i, 0);
-                t.envs[i].serial = 0;
+                self.forget(t, i);
             }
             Ok(())
         })
@@ -426,9 +459,12 @@ impl Genv {
         eid: &str,
         f: impl FnOnce(&mut Tables, usize) -> Result<T, Error>,
     ) -> Result<T, Error> {
-        self.write(|t| {
-            let (i, _) = t.env_by_eid(eid).ok_or(Error::NotActive)?;
-            Self::check_owner(&t.envs[i], caller)?;
+        self.write(|t, live| {
+            let (i, e) = t
+                .env_by_eid(eid)
+                .filter(|(_, e)| live.alive(e))
+                .ok_or(Error::NotActive)?;
+            Self::check_owner(e, caller)?;
             f(t, i)
         })
     }
@@ -539,14 +575,26 @@ impl Genv {
         live.alive(e).then(|| self.info(&snap, i, Some(&live)))
     }
 
-    /// Every live environment, oldest first.
+    /// Every live environment, oldest first. Having checked them all, it also removes the dead
+    /// ones from the file (best effort: a reader that cannot write still gets its list).
     pub fn envs(&self) -> Vec<EnvInfo> {
         let (snap, live) = self.live_snapshot();
+        let mut dead = false;
         let mut v: Vec<EnvInfo> = snap
             .envs()
-            .filter(|(_, e)| live.alive(e))
+            .filter(|(_, e)| {
+                let a = live.alive(e);
+                dead |= !a;
+                a
+            })
             .map(|(i, _)| self.info(&snap, i, Some(&live)))
             .collect();
+        if dead {
+            let _ = self.write_live(&live, |t, live| {
+                self.reap_all(t, live);
+                Ok(())
+            });
+        }
         v.sort_by_key(|e| (e.created_ms, e.serial));
         v
     }
@@ -565,7 +613,11 @@ impl Genv {
                 attachments: Vec::new(),
             })
             .collect();
-        for (_, e) in snap.envs().filter(|(_, e)| live.alive(e)) {
+        // Only environments holding devices matter here: check just those.
+        for (_, e) in snap
+            .envs()
+            .filter(|(_, e)| e.n_attached > 0 && live.alive(e))
+        {
             for a in e.attached() {
                 if let Some(d) = out.get_mut(a.device as usize) {
                     let name = e.name();

@@ -157,11 +157,22 @@ fn one_dead_member_does_not_end_a_shared_environment() {
 #[test]
 fn many_dead_environments_reaped_in_one_write() {
     let sb = Sandbox::with_gpus(8);
-    let envs: Vec<Env> = (0..20).map(|_| sb.env(&["--gpus", "0"])).collect();
+    // 4 dead environments hold devices, 16 hold none.
+    let holding: Vec<Env> = (0..4).map(|_| sb.env(&["--gpus", "1"])).collect();
+    let idle: Vec<Env> = (0..16).map(|_| sb.env(&["--gpus", "0"])).collect();
     let live = sb.env(&[]);
-    drop(envs);
-    // One write (an attach of the live env) clears all of them.
+    drop(holding);
+    drop(idle);
+    // One write (an attach of the live env) frees every dead holder of a device at once, so
+    // placement sees their GPUs free; it need not look at the others.
     sb.genv_in(&live.eid, &["attach", "--index", "0"]).ok();
+    let snap = sb.store().snapshot();
+    assert!(snap
+        .envs()
+        .all(|(_, e)| e.eid() == live.eid || e.n_attached == 0));
+    assert_eq!(sb.env_json(&live.eid).unwrap()["attached"], json!([0]));
+    // `genv envs` checks every environment anyway, and removes the dead ones in one write.
+    assert_eq!(sb.eids(), vec![live.eid.clone()]);
     let snap = sb.store().snapshot();
     let used: Vec<String> = snap.envs().map(|(_, e)| e.eid()).collect();
     assert_eq!(used, vec![live.eid.clone()]);
