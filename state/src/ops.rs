@@ -194,6 +194,8 @@ pub struct Genv {
 /// its activating processes (pid + start time) or one of its shim processes runs.
 struct Liveness {
     shim_serials: HashSet<u64>,
+    /// (environment serial, pid) of every live shim process.
+    shim_pids: HashSet<(u64, u32)>,
     /// (pid, start time) -> alive: each process is looked up in /proc once per command.
     pids: std::cell::RefCell<std::collections::HashMap<(u32, u64), bool>>,
 }
@@ -202,15 +204,19 @@ impl Liveness {
     fn new(store: &Store) -> Liveness {
         let l = store.ledger();
         let mut shim_serials = HashSet::new();
+        let mut shim_pids = HashSet::new();
         for i in 0..MAX_PROCS {
             let s = &l.procs[i];
             if s.pid.load(std::sync::atomic::Ordering::Acquire) != 0 && ledger::slot_alive(store, i)
             {
-                shim_serials.insert(s.env_serial.load(std::sync::atomic::Ordering::Acquire));
+                let serial = s.env_serial.load(std::sync::atomic::Ordering::Acquire);
+                shim_serials.insert(serial);
+                shim_pids.insert((serial, s.pid.load(std::sync::atomic::Ordering::Acquire)));
             }
         }
         Liveness {
             shim_serials,
+            shim_pids,
             pids: Default::default(),
         }
     }
@@ -435,7 +441,13 @@ impl Genv {
                 .collect();
             e.n_pids = rest.len() as u32;
             e.pids[..rest.len()].copy_from_slice(&rest);
-            if rest.is_empty() && !live.shim_serials.contains(&e.serial) {
+            // The deactivating process itself (an SDK user runs under the shim) does not keep
+            // the environment alive; its other programs do.
+            let others_run = live
+                .shim_pids
+                .iter()
+                .any(|&(serial, p)| serial == e.serial && p != pid);
+            if rest.is_empty() && !others_run {
                 self.forget(t, i);
             }
             Ok(())
