@@ -46,6 +46,7 @@ demo: build nvidia-smi
 
 bench: build
 	scripts/bench.sh
+	scripts/bench-shim.sh
 
 install: release
 	install -d $(PREFIX)/bin $(PREFIX)/lib/genv
