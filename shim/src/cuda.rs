@@ -36,7 +36,7 @@ use std::ffi::{c_char, c_int, c_uint, c_void, CStr};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 
 // The variant table shared with the simulated driver: one copy of that knowledge.
 #[allow(dead_code)]
@@ -52,6 +52,7 @@ pub type CUcontext = *mut c_void;
 pub const CUDA_SUCCESS: CUresult = 0;
 pub const CUDA_ERROR_OUT_OF_MEMORY: CUresult = 2;
 pub const CUDA_ERROR_NO_DEVICE: CUresult = 100;
+pub const CUDA_ERROR_INVALID_DEVICE: CUresult = 101;
 pub const CUDA_ERROR_NOT_FOUND: CUresult = 500;
 pub const CUDA_ERROR_UNKNOWN: CUresult = 999;
 
@@ -95,6 +96,13 @@ macro_rules! wrapped {
 wrapped! {
     R_INIT = cuInit;
     R_COUNT = cuDeviceGetCount;
+    R_DEVICE_GET = cuDeviceGet;
+    R_BY_BUS_ID = cuDeviceGetByPCIBusId;
+    R_PRIMARY_RETAIN = cuDevicePrimaryCtxRetain;
+    R_CTX_CREATE = cuCtxCreate;
+    R_CTX_CREATE_V2 = cuCtxCreate_v2;
+    R_CTX_CREATE_V3 = cuCtxCreate_v3;
+    R_CTX_CREATE_V4 = cuCtxCreate_v4;
     R_TOTAL_V2 = cuDeviceTotalMem_v2;
     R_TOTAL = cuDeviceTotalMem;
     R_INFO_V2 = cuMemGetInfo_v2;
@@ -138,7 +146,6 @@ static R_CTX_GET_CURRENT: RealFn = RealFn::new(c"cuCtxGetCurrent");
 static R_CTX_PUSH: RealFn = RealFn::new(c"cuCtxPushCurrent_v2");
 static R_CTX_POP: RealFn = RealFn::new(c"cuCtxPopCurrent_v2");
 static R_STREAM_GET_CTX: RealFn = RealFn::new(c"cuStreamGetCtx");
-static R_DEVICE_GET: RealFn = RealFn::new(c"cuDeviceGet");
 static R_UUID_V2: RealFn = RealFn::new(c"cuDeviceGetUuid_v2");
 static R_UUID: RealFn = RealFn::new(c"cuDeviceGetUuid");
 
@@ -150,8 +157,9 @@ pub fn wrapper(name: &[u8]) -> Option<*mut c_void> {
 // ---------------------------------------------------------------------------------------------
 // Devices: CUDA handle -> NVML host index, by UUID.
 
-/// (CUdevice handle, NVML host index) of every device the driver shows, built once after init.
-static DEVMAP: AtomicPtr<Vec<(CUdevice, Option<u32>)>> = AtomicPtr::new(std::ptr::null_mut());
+/// The real driver's devices as (handle, UUID), in its ordinal order: read once after the real
+/// `cuInit`, since the driver enumerates its devices once per process.
+static DRIVER_DEVS: AtomicPtr<Vec<(CUdevice, String)>> = AtomicPtr::new(std::ptr::null_mut());
 
 fn uuid_string(b: &[u8; 16]) -> String {
     let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
@@ -165,8 +173,18 @@ fn uuid_string(b: &[u8; 16]) -> String {
     )
 }
 
+fn driver_devs() -> Option<&'static [(CUdevice, String)]> {
+    let p = DRIVER_DEVS.load(Ordering::Acquire);
+    if p.is_null() {
+        return build_driver_devs();
+    }
+    // SAFETY: published lists are never freed.
+    Some(unsafe { &*p })
+}
+
+/// None while the driver is not initialised (nothing is cached then).
 #[cold]
-fn build_devmap(v: &view::View) -> Option<&'static [(CUdevice, Option<u32>)]> {
+fn build_driver_devs() -> Option<&'static [(CUdevice, String)]> {
     let count = match R_COUNT.get() {
         Some(a) => {
             // SAFETY: cuDeviceGetCount(int *).
@@ -202,42 +220,126 @@ fn build_devmap(v: &view::View) -> Option<&'static [(CUdevice, Option<u32>)]> {
             }
         }
         let s = uuid_string(&u);
-        let host = v
-            .devices()
-            .iter()
-            .find(|d| d.uuid.eq_ignore_ascii_case(&s))
-            .map(|d| d.host_index);
-        crate::debug!("CUDA device {ord} (handle {h}) = {s} = host GPU {host:?}");
-        out.push((h, host));
+        crate::debug!("CUDA device {ord} (handle {h}) = {s}");
+        out.push((h, s));
     }
     let p = Box::into_raw(Box::new(out));
-    let cur =
-        match DEVMAP.compare_exchange(std::ptr::null_mut(), p, Ordering::AcqRel, Ordering::Acquire)
-        {
-            Ok(_) => p,
-            Err(cur) => {
-                // SAFETY: ours, never published.
-                drop(unsafe { Box::from_raw(p) });
-                cur
-            }
-        };
-    // SAFETY: published maps are never freed.
+    let cur = match DRIVER_DEVS.compare_exchange(
+        std::ptr::null_mut(),
+        p,
+        Ordering::AcqRel,
+        Ordering::Acquire,
+    ) {
+        Ok(_) => p,
+        Err(cur) => {
+            // SAFETY: ours, never published.
+            drop(unsafe { Box::from_raw(p) });
+            cur
+        }
+    };
+    // SAFETY: published lists are never freed.
     Some(unsafe { &*cur })
+}
+
+/// The environment for which the shim restricted the real driver with `CUDA_VISIBLE_DEVICES`
+/// (a process started in it): there the driver's own numbering is the environment's.
+static FIXED_FOR: OnceLock<String> = OnceLock::new();
+
+/// Whether the driver's numbering is `v`'s own (see [`FIXED_FOR`]); otherwise the shim numbers
+/// the environment's devices itself, among those the driver knows ([`DevTable::remap`]).
+fn fixed(v: &view::View) -> bool {
+    FIXED_FOR.get().is_some_and(|e| *e == v.eid)
+}
+
+/// How the driver's devices relate to one view.
+struct DevTable {
+    /// The view this table is for (its address: views are never freed, so never reused).
+    view: usize,
+    /// (driver handle, NVML host index) of the driver's devices that are the environment's.
+    hosts: Vec<(CUdevice, u32)>,
+    /// Virtual ordinal -> (real ordinal, handle): the environment's devices in attach order,
+    /// those the driver knows. None when [`fixed`].
+    remap: Option<Vec<(c_int, CUdevice)>>,
+}
+
+/// The table of the view last asked about; rebuilt when the view changes (superseded ones are
+/// leaked, like views).
+static TABLE: AtomicPtr<DevTable> = AtomicPtr::new(std::ptr::null_mut());
+
+/// `v`'s device table; None while the driver is not initialised.
+fn dev_table(v: &view::View) -> Option<&'static DevTable> {
+    let p = TABLE.load(Ordering::Acquire);
+    // SAFETY: published tables are never freed.
+    match unsafe { p.as_ref() } {
+        Some(t) if t.view == v as *const view::View as usize => Some(t),
+        _ => build_table(v),
+    }
+}
+
+#[cold]
+fn build_table(v: &view::View) -> Option<&'static DevTable> {
+    let devs = driver_devs()?;
+    let uuid_is = |a: &str, b: &str| a.eq_ignore_ascii_case(b);
+    let hosts = devs
+        .iter()
+        .filter_map(|(h, u)| {
+            let d = v.devices().iter().find(|d| uuid_is(&d.uuid, u))?;
+            Some((*h, d.host_index))
+        })
+        .collect();
+    let remap = (!fixed(v)).then(|| {
+        v.devices()
+            .iter()
+            .filter_map(|d| {
+                let i = devs.iter().position(|(_, u)| uuid_is(&d.uuid, u))?;
+                Some((i as c_int, devs[i].0))
+            })
+            .collect::<Vec<_>>()
+    });
+    if let Some(m) = &remap {
+        crate::debug!(
+            "CUDA devices of {} numbered by the shim (the driver was initialised outside it): real ordinals {:?}",
+            v.eid,
+            m.iter().map(|(o, _)| *o).collect::<Vec<_>>()
+        );
+    }
+    let t = Box::into_raw(Box::new(DevTable {
+        view: v as *const view::View as usize,
+        hosts,
+        remap,
+    }));
+    // Whatever was there is superseded (or the same table, built by a racing thread): leaked.
+    TABLE.store(t, Ordering::Release);
+    // SAFETY: published tables are never freed.
+    Some(unsafe { &*t })
 }
 
 /// The NVML host index of CUDA device handle `dev`; None when the driver has not been
 /// initialised yet or the device is not the environment's.
 fn host_of(v: &view::View, dev: CUdevice) -> Option<u32> {
-    let p = DEVMAP.load(Ordering::Acquire);
-    // SAFETY: published maps are never freed.
-    let m: &[(CUdevice, Option<u32>)] = if p.is_null() {
-        build_devmap(v)?
-    } else {
-        unsafe { &*p }
-    };
-    m.iter()
+    dev_table(v)?
+        .hosts
+        .iter()
         .find(|(h, _)| *h == dev)
-        .and_then(|(_, host)| *host)
+        .map(|(_, host)| *host)
+}
+
+/// Whether a context may be made on `dev`: always where the driver's numbering is the
+/// environment's (the driver knows no other device); otherwise only on the environment's
+/// devices. `Err` is the answer to give.
+fn device_allowed(v: &view::View, dev: CUdevice) -> Result<(), CUresult> {
+    if v.broken {
+        return Err(CUDA_ERROR_NO_DEVICE);
+    }
+    if fixed(v) {
+        return Ok(());
+    }
+    match dev_table(v) {
+        Some(t) if t.hosts.iter().any(|(h, _)| *h == dev) => Ok(()),
+        Some(_) => Err(CUDA_ERROR_INVALID_DEVICE),
+        // Not initialised: the driver's own answer.
+        None => Ok(()),
+    }
 }
 
 /// The host index of the current context's device. `Err` carries the answer to give the caller:
@@ -445,6 +547,21 @@ pub(crate) fn after_fork_child() {
     POOLS.forget();
 }
 
+/// Whether this process ever recorded an allocation: until then frees pass straight through
+/// (one load). Frees do not ask the current view, since memory reserved in an environment the
+/// process has left must still go back to it.
+static TRACKING: AtomicBool = AtomicBool::new(false);
+
+fn tracking() -> bool {
+    TRACKING.load(Ordering::Relaxed)
+}
+
+fn track() {
+    if !TRACKING.load(Ordering::Relaxed) {
+        TRACKING.store(true, Ordering::Relaxed);
+    }
+}
+
 /// Reserve `bytes` on the device `host()` names, run the allocation, record it under `key()`;
 /// give the reservation back if the driver fails. Outside an environment: just the call.
 fn alloc_with(
@@ -470,6 +587,7 @@ fn alloc_with(
         view::release(ticket, host, bytes);
         return r;
     }
+    track();
     map.get().insert(
         key(),
         Entry {
@@ -485,7 +603,7 @@ fn alloc_with(
 /// confused with it), run the free, and give the bytes back once the driver has freed them
 /// (or put the record back if it refused). Keys never recorded: the driver's call alone.
 fn free_with(map: &Fresh<Map>, key: u64, call: impl FnOnce() -> CUresult) -> CUresult {
-    if !view::active() {
+    if !tracking() {
         return call();
     }
     let m = map.get();
@@ -504,7 +622,9 @@ fn free_with(map: &Fresh<Map>, key: u64, call: impl FnOnce() -> CUresult) -> CUr
 // ---------------------------------------------------------------------------------------------
 // Initialisation and the device view.
 
-static VISIBLE_SET: AtomicBool = AtomicBool::new(false);
+/// Whether the real `cuInit` has been called: the driver reads `CUDA_VISIBLE_DEVICES` then, once
+/// per process.
+static REAL_INIT: AtomicBool = AtomicBool::new(false);
 
 fn env_str(name: &CStr) -> Option<String> {
     crate::log::getenv(name).map(|b| String::from_utf8_lossy(b).into_owned())
@@ -545,11 +665,8 @@ pub fn select(user: Option<&str>, uuids: &[&str]) -> Vec<usize> {
     out
 }
 
-/// Restricts the real driver to the environment's devices, once, before the real cuInit.
+/// Restricts the real driver to the environment's devices, before the first real cuInit.
 fn set_visible(v: &view::View) {
-    if VISIBLE_SET.swap(true, Ordering::AcqRel) {
-        return;
-    }
     const CVD: &CStr = c"CUDA_VISIBLE_DEVICES";
     const SET: &CStr = c"GENV_CUDA_VISIBLE_DEVICES_SET";
     const USER: &CStr = c"GENV_CUDA_VISIBLE_DEVICES_USER";
@@ -581,14 +698,22 @@ fn set_visible(v: &view::View) {
 pub unsafe extern "C" fn cuInit(flags: c_uint) -> CUresult {
     let real = real!(R_INIT as fn(c_uint));
     guard(|| {
-        let Some(v) = view::get() else {
+        // An initialisation point: follow the process into (or out of) an environment.
+        let Some(v) = view::follow() else {
+            REAL_INIT.store(true, Ordering::Release);
             return real(flags);
         };
         if v.broken {
             crate::debug!("cuInit: the environment could not be read: CUDA_ERROR_NO_DEVICE");
             return CUDA_ERROR_NO_DEVICE;
         }
-        set_visible(v);
+        // Only a process started in its environment has the driver restricted to it: one that
+        // started outside may leave again, and the driver's device set is fixed at its first
+        // cuInit (the shim then numbers the environment's devices itself).
+        if !REAL_INIT.swap(true, Ordering::AcqRel) && view::started_in_env() {
+            set_visible(v);
+            let _ = FIXED_FOR.set(v.eid.clone());
+        }
         let r = real(flags);
         crate::debug!("cuInit({flags}) = {r}");
         r
@@ -599,14 +724,130 @@ pub unsafe extern "C" fn cuInit(flags: c_uint) -> CUresult {
 pub unsafe extern "C" fn cuDeviceGetCount(count: *mut c_int) -> CUresult {
     let real = real!(R_COUNT as fn(*mut c_int));
     guard(|| {
-        if let Some(v) = view::get() {
-            if v.broken && !count.is_null() {
-                *count = 0;
-                return CUDA_SUCCESS;
+        let Some(v) = view::get() else {
+            return real(count);
+        };
+        if v.broken && !count.is_null() {
+            *count = 0;
+            return CUDA_SUCCESS;
+        }
+        let r = real(count);
+        if r == CUDA_SUCCESS && !count.is_null() && !fixed(v) {
+            // Fail closed if the driver's devices cannot be read.
+            *count = dev_table(v)
+                .and_then(|t| t.remap.as_ref())
+                .map_or(0, |m| m.len() as c_int);
+        }
+        r
+    })
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn cuDeviceGet(dev: *mut CUdevice, ordinal: c_int) -> CUresult {
+    let real = real!(R_DEVICE_GET as fn(*mut CUdevice, c_int));
+    guard(|| {
+        let Some(v) = view::get() else {
+            return real(dev, ordinal);
+        };
+        if fixed(v) {
+            return real(dev, ordinal);
+        }
+        let Some(m) = dev_table(v).and_then(|t| t.remap.as_ref()) else {
+            // Not initialised (the driver says so), or devices unreadable (none).
+            let r = real(dev, ordinal);
+            return if r == CUDA_SUCCESS {
+                CUDA_ERROR_INVALID_DEVICE
+            } else {
+                r
+            };
+        };
+        match usize::try_from(ordinal).ok().and_then(|i| m.get(i)) {
+            Some(&(real_ordinal, _)) => real(dev, real_ordinal),
+            None => CUDA_ERROR_INVALID_DEVICE,
+        }
+    })
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn cuDeviceGetByPCIBusId(
+    dev: *mut CUdevice,
+    bus_id: *const c_char,
+) -> CUresult {
+    let real = real!(R_BY_BUS_ID as fn(*mut CUdevice, *const c_char));
+    guard(|| {
+        let r = real(dev, bus_id);
+        if r != CUDA_SUCCESS || dev.is_null() {
+            return r;
+        }
+        match view::get() {
+            Some(v) if !fixed(v) && host_of(v, *dev).is_none() => CUDA_ERROR_INVALID_DEVICE,
+            _ => r,
+        }
+    })
+}
+
+/// Context creation: an initialisation point (the real driver initialises once per process, so
+/// for a process that entered an environment after its cuInit this is where it is followed),
+/// and, where the shim numbers the devices itself, only on the environment's devices.
+fn ctx_create(dev: CUdevice, call: impl FnOnce() -> CUresult) -> CUresult {
+    guard(|| {
+        if let Some(v) = view::follow() {
+            if let Err(e) = device_allowed(v, dev) {
+                crate::debug!("context on CUDA device {dev} refused: not the environment's ({e})");
+                return e;
             }
         }
-        real(count)
+        call()
     })
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn cuDevicePrimaryCtxRetain(pctx: *mut CUcontext, dev: CUdevice) -> CUresult {
+    let real = real!(R_PRIMARY_RETAIN as fn(*mut CUcontext, CUdevice));
+    ctx_create(dev, || real(pctx, dev))
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn cuCtxCreate(
+    pctx: *mut CUcontext,
+    flags: c_uint,
+    dev: CUdevice,
+) -> CUresult {
+    let real = real!(R_CTX_CREATE as fn(*mut CUcontext, c_uint, CUdevice));
+    ctx_create(dev, || real(pctx, flags, dev))
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn cuCtxCreate_v2(
+    pctx: *mut CUcontext,
+    flags: c_uint,
+    dev: CUdevice,
+) -> CUresult {
+    let real = real!(R_CTX_CREATE_V2 as fn(*mut CUcontext, c_uint, CUdevice));
+    ctx_create(dev, || real(pctx, flags, dev))
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn cuCtxCreate_v3(
+    pctx: *mut CUcontext,
+    params: *mut c_void,
+    num_params: c_int,
+    flags: c_uint,
+    dev: CUdevice,
+) -> CUresult {
+    let real = real!(R_CTX_CREATE_V3 as fn(*mut CUcontext, *mut c_void, c_int, c_uint, CUdevice));
+    ctx_create(dev, || real(pctx, params, num_params, flags, dev))
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn cuCtxCreate_v4(
+    pctx: *mut CUcontext,
+    params: *const c_void,
+    flags: c_uint,
+    dev: CUdevice,
+) -> CUresult {
+    let real = real!(R_CTX_CREATE_V4 as fn(*mut CUcontext, *const c_void, c_uint, CUdevice));
+    ctx_create(dev, || real(pctx, params, flags, dev))
 }
 
 /// min(capacity, physical) for device handle `dev`.
@@ -772,12 +1013,13 @@ fn pitched(
         m.insert(p, Entry { bytes: actual, ..e });
         return r;
     }
-    match v.reserve(e.host, actual - est) {
-        Ok(_) => {
+    // SAFETY: tickets come from view::reserve.
+    match v.reserve_more(unsafe { Ticket::from_bits(e.ticket) }, e.host, actual - est) {
+        true => {
             m.insert(p, Entry { bytes: actual, ..e });
             r
         }
-        Err(_) => {
+        false => {
             // The driver took more than the capacity allows: undo.
             m.insert(p, e);
             free_with(&PTRS, p, || unsafe { cuMemFree_v2(p) });
@@ -953,8 +1195,10 @@ pub struct PoolPropsHead {
 
 const CU_MEM_LOCATION_TYPE_DEVICE: c_uint = 1;
 
+/// Noted also outside an environment (pools are made rarely): a pool made before the process
+/// entered one may allocate inside it.
 fn note_pool(pool: *mut c_void, dev: CUdevice) {
-    if view::active() && !pool.is_null() {
+    if !pool.is_null() {
         lock(POOLS.get()).insert(pool as usize, dev);
     }
 }
@@ -980,7 +1224,7 @@ pub unsafe extern "C" fn cuMemPoolDestroy(pool: *mut c_void) -> CUresult {
     let real = real!(R_POOL_DESTROY as fn(*mut c_void));
     guard(|| {
         let r = real(pool);
-        if r == CUDA_SUCCESS && view::active() {
+        if r == CUDA_SUCCESS {
             lock(POOLS.get()).remove(&(pool as usize));
         }
         r
@@ -1077,6 +1321,7 @@ pub unsafe extern "C" fn cuMemCreate(
             host,
             ticket: ticket.to_bits(),
         };
+        track();
         if let Some((old, _)) = lock(VMM.get()).handles.insert(*handle, (e, 1)) {
             old.release();
         }
@@ -1088,7 +1333,7 @@ pub unsafe extern "C" fn cuMemCreate(
 pub unsafe extern "C" fn cuMemRelease(handle: u64) -> CUresult {
     let real = real!(R_RELEASE as fn(u64));
     guard(|| {
-        if !view::active() {
+        if !tracking() {
             return real(handle);
         }
         let (snapshot, gone) = {
@@ -1126,7 +1371,7 @@ pub unsafe extern "C" fn cuMemMap(
     let real = real!(R_MAP as fn(CUdeviceptr, usize, usize, u64, u64));
     guard(|| {
         let r = real(ptr, size, offset, handle, flags);
-        if r == CUDA_SUCCESS && view::active() {
+        if r == CUDA_SUCCESS && tracking() {
             let mut g = lock(VMM.get());
             if g.handles.contains_key(&handle) {
                 vmm_ref(&mut g, handle);
@@ -1141,7 +1386,7 @@ pub unsafe extern "C" fn cuMemMap(
 pub unsafe extern "C" fn cuMemUnmap(ptr: CUdeviceptr, size: usize) -> CUresult {
     let real = real!(R_UNMAP as fn(CUdeviceptr, usize));
     guard(|| {
-        if !view::active() {
+        if !tracking() {
             return real(ptr, size);
         }
         let end = ptr.saturating_add(size as u64);
@@ -1180,7 +1425,7 @@ pub unsafe extern "C" fn cuMemRetainAllocationHandle(
     let real = real!(R_RETAIN as fn(*mut u64, *mut c_void));
     guard(|| {
         let r = real(handle, addr);
-        if r == CUDA_SUCCESS && view::active() && !handle.is_null() {
+        if r == CUDA_SUCCESS && tracking() && !handle.is_null() {
             vmm_ref(&mut lock(VMM.get()), *handle);
         }
         r
@@ -1421,7 +1666,7 @@ pub unsafe extern "C" fn cuMipmappedArrayDestroy(handle: *mut c_void) -> CUresul
 /// that variant instead. Names the table does not know (newer drivers), unknown flags, and
 /// everything not wrapped keep the driver's pointer.
 unsafe fn wrap_proc(symbol: *const c_char, pfn: *mut *mut c_void, version: c_int, flags: u64) {
-    if symbol.is_null() || pfn.is_null() || (*pfn).is_null() || flags > 2 || !view::active() {
+    if symbol.is_null() || pfn.is_null() || (*pfn).is_null() || flags > 2 || view::bypassed() {
         return;
     }
     let Ok(name) = CStr::from_ptr(symbol).to_str() else {

@@ -2,9 +2,11 @@
 //!
 //! Three ways lead a program to the driver, all covered:
 //! - `dlsym(handle, "cu…" / "nvml…")` (nvidia-smi, pynvml, cuda-bindings, the CUDA runtime): the
-//!   shim exports `dlsym`. Inside an environment, a lookup of a driver name that we wrap answers
-//!   the shim's wrapper (provided the real lookup on that handle finds the name, so a handle
-//!   without the symbol still answers NULL); every other lookup is the real `dlsym`'s.
+//!   shim exports `dlsym`. Unless the shim is bypassed (`GENV_SHIM_BYPASS`), a lookup of a driver
+//!   name that we wrap answers the shim's wrapper, also outside an environment (the wrappers
+//!   pass through while the process is in none), provided the real lookup on that handle finds
+//!   the name, so a handle without the symbol still answers NULL; every other lookup is the real
+//!   `dlsym`'s.
 //! - `cuGetProcAddress` / `_v2`: wrapped in cuda.rs, with the variant table of the simulated
 //!   driver (one data file shared by both, see `procaddr`).
 //! - direct linking (`-lcuda`): the wrappers are exported under the driver's names, and the
@@ -265,7 +267,9 @@ pub unsafe extern "C" fn genv_dlsym_hook(
     let n = CStr::from_ptr(name);
     let b = n.to_bytes();
     let cuda = is_cuda_name(b);
-    if !(cuda || is_nvml_name(b)) || !crate::view::active() {
+    // Not only inside an environment: a process may enter one later (genv.sdk.activate()), and
+    // clients keep the pointers they looked up. The wrappers pass through while there is none.
+    if !(cuda || is_nvml_name(b)) || crate::view::bypassed() {
         return pass();
     }
     std::panic::catch_unwind(|| unsafe { lookup(handle, n, cuda) }).unwrap_or_else(|_| pass())

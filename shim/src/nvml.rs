@@ -1,8 +1,10 @@
 //! NVML inside an environment: the device list, memory and process lists follow the view.
 //!
-//! The hook asks [`lookup`] for every `nvml*` symbol looked up inside an environment. Names
-//! handled here get a wrapper; every other name (utilisation, clocks, power, temperature, …)
-//! gets the real function, so it costs nothing.
+//! The hook asks [`lookup`] for every `nvml*` symbol looked up (unless the shim is bypassed).
+//! Names handled here get a wrapper; every other name (utilisation, clocks, power, temperature,
+//! …) gets the real function, so it costs nothing. Outside an environment the wrappers pass
+//! through; `nvmlInit*` re-reads `GENV_ENVIRONMENT_ID` (see `view::follow`), so a process that
+//! enters or leaves an environment itself sees the new view from its next `nvmlInit` on.
 //!
 //! Numbering: virtual index `i` is the `i`-th attached device in attach order. Handles are the
 //! real driver's handles (so pass-through functions accept them); only the functions that turn
@@ -90,6 +92,9 @@ mod procs;
 mod topology;
 
 real_fn! {
+    real_init = c"nvmlInit": fn();
+    real_init_v2 = c"nvmlInit_v2": fn();
+    real_init_flags = c"nvmlInitWithFlags": fn(c_uint);
     real_get_index = c"nvmlDeviceGetIndex": fn(Device, *mut c_uint);
     real_count = c"nvmlDeviceGetCount": fn(*mut c_uint);
     real_count_v2 = c"nvmlDeviceGetCount_v2": fn(*mut c_uint);
@@ -107,6 +112,9 @@ real_fn! {
 /// The names wrapped here, each with its wrapper.
 pub fn lookup(name: &CStr) -> Option<*mut c_void> {
     let w: *mut c_void = match name.to_bytes() {
+        b"nvmlInit" => init as unsafe extern "C" fn() -> _ as _,
+        b"nvmlInit_v2" => init_v2 as unsafe extern "C" fn() -> _ as _,
+        b"nvmlInitWithFlags" => init_with_flags as unsafe extern "C" fn(_) -> _ as _,
         b"nvmlDeviceGetCount" => device_count as unsafe extern "C" fn(_) -> _ as _,
         b"nvmlDeviceGetCount_v2" => device_count_v2 as unsafe extern "C" fn(_) -> _ as _,
         b"nvmlDeviceGetHandleByIndex" => by_index as unsafe extern "C" fn(_, _) -> _ as _,
@@ -128,7 +136,36 @@ pub fn lookup(name: &CStr) -> Option<*mut c_void> {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Initialisation: where the process's environment is looked at again.
+
+unsafe extern "C" fn init() -> Ret {
+    guard(|| {
+        crate::view::follow();
+        real_init().map_or_else(|e| e, |f| f())
+    })
+}
+
+unsafe extern "C" fn init_v2() -> Ret {
+    guard(|| {
+        crate::view::follow();
+        real_init_v2().map_or_else(|e| e, |f| f())
+    })
+}
+
+unsafe extern "C" fn init_with_flags(flags: c_uint) -> Ret {
+    guard(|| {
+        crate::view::follow();
+        real_init_flags().map_or_else(|e| e, |f| f(flags))
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
 // The environment's view, as this module needs it.
+
+/// Whether the process is in an environment now; the wrappers pass through when not.
+pub(crate) fn in_env() -> bool {
+    crate::view::get().is_some()
+}
 
 /// How many devices the environment has (0 when detached, or when its state cannot be read).
 fn view_count() -> usize {
@@ -204,7 +241,7 @@ unsafe fn count(
             Ok(f) => f(n),
             Err(e) => return e,
         };
-        if r != SUCCESS {
+        if r != SUCCESS || !in_env() {
             return r;
         }
         *n = view_count() as c_uint;
@@ -226,12 +263,16 @@ unsafe fn handle_by_index(
     dev: *mut Device,
 ) -> Ret {
     guard(|| {
-        let Some(host) = host_of_virtual(index) else {
-            return INVALID_ARGUMENT;
+        let real = match real {
+            Ok(f) => f,
+            Err(e) => return e,
         };
-        match real {
-            Ok(f) => f(host, dev),
-            Err(e) => e,
+        if !in_env() {
+            return real(index, dev);
+        }
+        match host_of_virtual(index) {
+            Some(host) => real(host, dev),
+            None => INVALID_ARGUMENT,
         }
     })
 }
@@ -255,7 +296,7 @@ unsafe fn handle_by_key<K>(
             Ok(f) => f(key, dev),
             Err(e) => return e,
         };
-        if r != SUCCESS {
+        if r != SUCCESS || !in_env() {
             return r;
         }
         let attached = host_index(*dev).ok().and_then(virtual_of_host).is_some();
@@ -293,7 +334,7 @@ unsafe extern "C" fn device_index(dev: Device, index: *mut c_uint) -> Ret {
             Ok(f) => f(dev, index),
             Err(e) => return e,
         };
-        if r != SUCCESS {
+        if r != SUCCESS || !in_env() {
             return r;
         }
         // A detached device's handle (kept from before a detach) has no index in the view.

@@ -166,14 +166,24 @@ fn cu_get_proc_address_hands_back_exactly_the_variant_asked_for() {
     );
     // Not wrapped: the driver's own function (zero overhead), the same pointer as dlsym's.
     assert!(one(out, "cuLaunchKernel@4000/0").starts_with("libcuda.so.1:"));
-    assert!(one(out, "cuCtxCreate@3020/0").starts_with("libcuda.so.1:cuCtxCreate_v2"));
     assert_eq!(one(out, "launch-identical"), "1");
+    // Context creation is wrapped (an initialisation point), variant by variant.
+    assert_eq!(one(out, "cuCtxCreate@3020/0"), shim("cuCtxCreate_v2"));
     // Unknown to the table (a newer driver's entry point): the driver answers.
     assert_eq!(one(out, "cuFutureEntryPoint@13000/0"), "err 500 1");
-    // Outside an environment the lookup is the driver's. (What the simulated driver answers
-    // there may still name the shim: it takes its own exports' addresses through the GOT, which
-    // a preloaded definition interposes; those pass straight through to the driver.)
+    // Outside an environment too the wrappers are handed out (they pass through while there is
+    // none), so that a process entering one later is followed.
     let o = run_hooks(&sb, None, &["procaddr"]);
+    assert_eq!(one(o.ok(), "gpa"), shim("cuGetProcAddress_v2"));
+    assert_eq!(one(o.ok(), "cuMemAlloc@3020/0"), shim("cuMemAlloc_v2"));
+    // Bypassed (as the genv CLI runs), the lookup is the driver's. (What the simulated driver
+    // answers there may still name the shim: it takes its own exports' addresses through the
+    // GOT, which a preloaded definition interposes; those pass straight through to the driver.)
+    let mut c = sb.command(hooks());
+    c.env("LD_PRELOAD", shim_lib())
+        .env("GENV_SHIM_BYPASS", "1")
+        .arg("procaddr");
+    let o = Sandbox::output(c);
     assert_eq!(one(o.ok(), "gpa"), "libcuda.so.1:cuGetProcAddress_v2");
 }
 

@@ -126,6 +126,9 @@ unsafe extern "C" fn bus_id_by_index(index: c_uint, buf: *mut c_char, len: c_uin
         let Some(f) = real_slot::<BusIdFn>(SLOT_BUS_ID_BY_INDEX) else {
             return UNKNOWN;
         };
+        if !in_env() {
+            return f(index, buf, len);
+        }
         match host_of_virtual(index) {
             Some(host) => f(host, buf, len),
             None => INVALID_ARGUMENT,
@@ -143,6 +146,9 @@ unsafe extern "C" fn bus_by_index(
         let Some(f) = real_slot::<BusFn>(SLOT_BUS_BY_INDEX) else {
             return UNKNOWN;
         };
+        if !in_env() {
+            return f(index, domain, bus, device);
+        }
         match host_of_virtual(index) {
             Some(host) => f(host, domain, bus, device),
             None => INVALID_ARGUMENT,
