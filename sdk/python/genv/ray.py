@@ -8,9 +8,9 @@ device's memory, so tasks packed on one GPU by Ray cannot take each other's memo
 Enforcement (see sdk/README.md): the shim enforces the capacity for CUDA used
 
 * in the task's worker process, when the worker started with the shim preloaded: :func:`remote`
-  does this through the task's ``runtime_env`` (``LD_PRELOAD``) and runs one task per worker
-  (``max_calls=1``), since the shim fixes its environment at the worker's first CUDA or NVML
-  use; and
+  does this through the task's ``runtime_env`` (``LD_PRELOAD``). The shim follows each task's
+  activation in the worker (from its next CUDA or NVML initialisation), so a worker may run
+  several tasks in turn, each in its own environment; and
 * in processes the task body starts (subprocess, multiprocessing), always.
 
 A worker without the shim preloaded (a plain ``@ray.remote`` task using
@@ -38,8 +38,7 @@ def runtime_env(base: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
     Pass it to ``ray.init(runtime_env=...)``, ``@ray.remote(runtime_env=...)`` or
     ``.options(runtime_env=...)``; ``base`` is merged in (its ``env_vars`` are kept, its
     ``LD_PRELOAD`` after the shim). Also records this machine's GPUs in the genv state, so that
-    workers never need NVML to place themselves (an NVML call in a worker before its
-    environment is active would turn the shim off in that worker).
+    workers find them there.
 
     Raises :code:`RuntimeError` when the shim cannot be found (see :func:`genv.sdk.shim_path`).
     """
@@ -147,7 +146,8 @@ def environment(
 def remote(*args: Any, **options: Any) -> Any:
     """Like ``ray.remote`` for functions: each call runs in its own environment on the GPUs Ray
     assigned, in a worker started with the shim preloaded (:func:`runtime_env`, merged with
-    any ``runtime_env`` given) that runs this one task (``max_calls=1`` unless given).
+    any ``runtime_env`` given). ``max_calls`` is Ray's (Ray's default for GPU tasks is one task
+    per worker); a worker reused for several tasks is enforced for each in turn.
 
     ``@genv.ray.remote(num_gpus=0.5)`` or ``@genv.ray.remote``; ``name=`` and ``gpu_memory=``
     are passed to :func:`environment`, every other option to ``ray.remote``.
@@ -160,7 +160,6 @@ def remote(*args: Any, **options: Any) -> Any:
     def make(f: Callable[..., Any]) -> Any:
         opts = dict(options)
         opts["runtime_env"] = runtime_env(opts.get("runtime_env"))
-        opts.setdefault("max_calls", 1)
         return ray.remote(**opts)(environment(f, name=name, gpu_memory=gpu_memory))
 
     if len(args) == 1 and callable(args[0]) and not options:

@@ -10,9 +10,11 @@ What activation means for this process and its children (see sdk/README.md):
   capacity enforced.
 * This process itself is fully enforced only when it already runs with the shim loaded (it
   was started with the shim preloaded, e.g. ``LD_PRELOAD=libgenv_shim.so python …``): the shim
-  follows the activation from the next CUDA initialisation on. Otherwise CUDA initialised here
-  after :func:`activate` sees only the attached devices (``CUDA_VISIBLE_DEVICES``), but the
-  memory capacity is NOT enforced in this process; a warning says so.
+  follows each activation, and the end of each block, from the next CUDA or NVML
+  initialisation on (``cuInit``, context creation, ``nvmlInit``), also when CUDA or NVML was
+  used before. Otherwise CUDA initialised here after :func:`activate` sees only the attached
+  devices (``CUDA_VISIBLE_DEVICES``), but the memory capacity is NOT enforced in this process;
+  a warning says so.
 """
 
 from __future__ import annotations
@@ -170,30 +172,14 @@ def _shim_loaded() -> bool:
         return False
 
 
-def _known_devices_if_shim() -> bool:
-    """In a process under the shim, makes sure the state lists the machine's GPUs; returns
-    whether NVML may be read here (False under the shim).
-
-    Under the shim this process's own NVML must not be used: inside an environment it shows
-    the environment's view, and outside one the shim decides at the first NVML or CUDA lookup
-    that this process is in no environment, for good (so a later activate() would not be
-    enforced here). When the state has no device list yet, a helper interpreter with the shim
-    bypassed reads NVML and records it.
+def _nvml_shows_the_machine() -> bool:
+    """Whether this process's NVML shows the whole machine, so that the device list may be read
+    from it: not when it runs under the shim inside an environment (NVML then shows that
+    environment's view, renumbered and capped, which must never become the state's device list;
+    the list recorded in the state is used instead). Outside an environment the shim passes NVML
+    through, and it re-reads the environment at each ``nvmlInit``.
     """
-    if not _shim_loaded():
-        return True
-    if not _native.devices_list(False):
-        import subprocess
-        import sys
-
-        env = {k: v for k, v in os.environ.items() if k != _EID}
-        env["GENV_SHIM_BYPASS"] = "1"
-        subprocess.run(
-            [sys.executable, "-c", "from genv import _native; _native.devices_list(True)"],
-            env=env,
-            check=False,
-        )
-    return False
+    return not (active() and _shim_loaded())
 
 
 def _set(key: str, value: Optional[str]) -> None:
@@ -250,8 +236,11 @@ def activate(
                 n += 1
                 eid = f"{pid}-{n}"
         shim_here = _shim_loaded()
-        nvml = _known_devices_if_shim() if cfg.gpus is not None else not shim_here
-        info = _native.activate(eid, pid, cfg.name, cfg.gpus, cfg.gpu_memory, True, over_subscribe, nvml)
+        if shim_here and not _native.devices_list(False):
+            # Not in an environment yet, so NVML here shows the machine: record its devices now,
+            # for attach() inside the block, where this process's NVML shows the environment.
+            _native.devices_list(True)
+        info = _native.activate(eid, pid, cfg.name, cfg.gpus, cfg.gpu_memory, True, over_subscribe, True)
         act = _Activation(eid, pid, {k: os.environ.get(k) for k in _MANAGED}, not shim_here)
         try:
             os.environ[_EID] = eid
@@ -371,7 +360,7 @@ def attach(*, index: Optional[int] = None, over_subscribe: bool = False) -> List
         raise TypeError(f"index must be an int, not {type(index).__name__}")
     _env_info()
     try:
-        return list(_native.attach(e, index, over_subscribe, _known_devices_if_shim()))
+        return list(_native.attach(e, index, over_subscribe, _nvml_shows_the_machine()))
     finally:
         _after_attachment_change()
 
@@ -413,5 +402,5 @@ def lock() -> Iterator[None]:
 
 def _devices() -> List[dict]:
     """Every device (index, uuid, name, total_memory, eids attached); for genv.ray and tests."""
-    return _native.devices_list(_known_devices_if_shim())
+    return _native.devices_list(_nvml_shows_the_machine())
 
