@@ -11,6 +11,14 @@
 //! rather than ours. Consequence: the device set is fixed when CUDA initialises, as with the
 //! real variable; GPUs attached later are seen by processes that initialise CUDA later.
 //!
+//! That restriction is made only in a process *started* in its environment. A process started
+//! outside one may enter environments itself later (genv.sdk.activate(), see
+//! docs/shim.md "In-process activation"), and the real driver reads `CUDA_VISIBLE_DEVICES` once:
+//! there the driver keeps every GPU and the shim numbers the current environment's devices
+//! itself (`cuDeviceGetCount`, `cuDeviceGet`, `cuDeviceGetByPCIBusId`, context creation refused
+//! on other devices), following the view at call time. `cuInit` and context creation re-read
+//! `GENV_ENVIRONMENT_ID` (`view::follow`).
+//!
 //! Capacity. Every allocation path reserves its bytes in the ledger (atomically, against the
 //! environment's capacity on that device) *before* calling the driver, and gives them back if the
 //! driver fails: `cuMemAlloc(_v2)`, `cuMemAllocPitch(_v2)`, `cuMemAllocManaged`,
