@@ -537,7 +537,13 @@ fn refresh(cur: &'static View, store: &'static Store, g: u64) -> Option<&'static
             .store(g.max(v.checked.load(Ordering::Relaxed)), Ordering::Relaxed);
         Some(cur)
     } else {
-        publish(cur as *const View as *mut View, v)
+        let serial = v.serial;
+        let out = publish(cur as *const View as *mut View, v);
+        // The same id, another environment (it ended and was made again): as a switch.
+        if serial != cur.serial && out.is_some_and(|n| n.serial == serial) {
+            supersede_others(Some(serial));
+        }
+        out
     };
     REFRESHING.store(false, Ordering::Release);
     out

@@ -200,3 +200,44 @@ print(json.dumps(out))
     half, gib = 512 << 20, 1 << 30
     assert r == {"joined": [0, half], "left": half, "other": [[gib, gib], 0, half], "freed": [0, 0]}, r
     assert holder.finish() == 0
+
+
+def test_registrations_of_left_environments_are_given_back(g, tmp_path):
+    # A worker running many environments in turn must not keep a ledger slot for each.
+    log = tmp_path / "shim.log"
+    p = g.py(PRELUDE + r"""
+cuda_view()
+kept = None
+for i in range(6):
+    with s.activate(config=s.Env.Config(gpus=1, gpu_memory="1gi")):
+        cuda_view()
+        use(0)
+        r, ptr = alloc(256 * MiB)
+        assert r == 0
+        if i == 2:
+            kept = ptr  # freed only after the loop, from outside any environment
+        else:
+            assert cuda.cuMemFree_v2(ctypes.c_uint64(ptr)) == 0
+cuda_view()  # an initialisation point outside: the last environment's registration goes
+assert cuda.cuMemFree_v2(ctypes.c_uint64(kept)) == 0
+# The same id each time, and no initialisation point between the blocks (no NVML read to
+# activate, attach() inside): the shim sees the same GENV_ENVIRONMENT_ID with a new environment
+# behind it.
+for i in range(3):
+    with s.activate(eid="same"):
+        s.configure(s.Env.Config(gpus=1, gpu_memory="1gi"))
+        s.attach()
+        cuda_view()
+        use(0)
+        r, ptr = alloc(256 * MiB)
+        assert r == 0 and cuda.cuMemFree_v2(ctypes.c_uint64(ptr)) == 0
+        out = mem_info()
+        assert out == [GiB, GiB], out
+print("done")
+""", env={"LD_PRELOAD": SHIM, "GENV_LOG": "debug", "GENV_LOG_FILE": log})
+    assert p.stdout.strip() == "done"
+    text = log.read_text()
+    registered = text.count("registered in the ledger")
+    given_back = text.count("ledger slot")
+    # The last registration stays until the process ends (it was never left while alive).
+    assert registered == 9 and given_back == 8, text
