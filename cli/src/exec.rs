@@ -46,28 +46,34 @@ pub fn run(
             .env("GENV_ENVIRONMENT_ID", &eid)
             .env("GENV_SHIM_PATH", &shim)
             .env_remove("GENV_SHIM_BYPASS");
-        // Like system(3): while the command runs, Ctrl-C and Ctrl-\ are for it, and we live to
-        // remove the environment afterwards. The child gets the default dispositions back.
-        unsafe {
-            libc::signal(libc::SIGINT, libc::SIG_IGN);
-            libc::signal(libc::SIGQUIT, libc::SIG_IGN);
-            cmd.pre_exec(|| {
-                libc::signal(libc::SIGINT, libc::SIG_DFL);
-                libc::signal(libc::SIGQUIT, libc::SIG_DFL);
-                Ok(())
-            });
-        }
-        let status = cmd
-            .status()
-            .map_err(|e| Error::Input(format!("cannot run {:?}: {e}", command[0])))?;
-        Ok(match (status.code(), status.signal()) {
-            (Some(c), _) => ExitCode::from(c as u8),
-            (None, Some(sig)) => ExitCode::from((128 + sig) as u8),
-            _ => ExitCode::FAILURE,
-        })
+        run_command(cmd, &command[0])
     })();
     let removed = genv.remove(caller, &eid);
     let code = result?;
     removed?;
     Ok(code)
+}
+
+/// Runs `cmd` (`name` for the error message) to completion like system(3): while it runs,
+/// Ctrl-C and Ctrl-\ are for it, and we live to clean up afterwards (remove the environment,
+/// release a lock); the child gets the default dispositions back. The command's exit status is
+/// ours, a signal `128 + signal`.
+pub fn run_command(mut cmd: Command, name: &str) -> Result<ExitCode, Error> {
+    unsafe {
+        libc::signal(libc::SIGINT, libc::SIG_IGN);
+        libc::signal(libc::SIGQUIT, libc::SIG_IGN);
+        cmd.pre_exec(|| {
+            libc::signal(libc::SIGINT, libc::SIG_DFL);
+            libc::signal(libc::SIGQUIT, libc::SIG_DFL);
+            Ok(())
+        });
+    }
+    let status = cmd
+        .status()
+        .map_err(|e| Error::Input(format!("cannot run {name:?}: {e}")))?;
+    Ok(match (status.code(), status.signal()) {
+        (Some(c), _) => ExitCode::from(c as u8),
+        (None, Some(sig)) => ExitCode::from((128 + sig) as u8),
+        _ => ExitCode::FAILURE,
+    })
 }
