@@ -414,6 +414,17 @@ pub fn have(program: &str) -> bool {
         .unwrap_or(false)
 }
 
+/// The C library of this process: harmless in LD_PRELOAD, and a real path the loader accepts.
+pub fn libc_path() -> String {
+    std::fs::read_to_string("/proc/self/maps")
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(5))
+        .find(|p| p.contains("/libc.so") || p.contains("/libc-"))
+        .expect("libc in /proc/self/maps")
+        .to_string()
+}
+
 /// `key=value` lines of a script's stdout.
 pub fn kv(stdout: &str, key: &str) -> Option<String> {
     let prefix = format!("{key}=");

@@ -645,17 +645,6 @@ fn exec_keeps_existing_preload_after_shim() {
     assert_eq!(out.ok().trim_end(), format!("{}:{libc}", shim.display()));
 }
 
-/// The C library this test runs with: a harmless thing to put in LD_PRELOAD.
-pub fn libc_path() -> String {
-    std::fs::read_to_string("/proc/self/maps")
-        .unwrap()
-        .lines()
-        .filter_map(|l| l.split_whitespace().nth(5))
-        .find(|p| p.contains("/libc.so") || p.contains("/libc-"))
-        .expect("libc in /proc/self/maps")
-        .to_string()
-}
-
 #[test]
 fn exec_exit_status_and_signals() {
     let sb = Sandbox::new();

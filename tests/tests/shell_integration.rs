@@ -12,17 +12,6 @@ fn shim() -> String {
     shim_lib().canonicalize().unwrap().display().to_string()
 }
 
-/// The C library of this process: harmless in LD_PRELOAD, and a real path the loader accepts.
-fn libc_path() -> String {
-    std::fs::read_to_string("/proc/self/maps")
-        .unwrap()
-        .lines()
-        .filter_map(|l| l.split_whitespace().nth(5))
-        .find(|p| p.contains("/libc.so") || p.contains("/libc-"))
-        .expect("libc in /proc/self/maps")
-        .to_string()
-}
-
 fn installed(shell: &str) -> bool {
     if have(shell) {
         return true;
