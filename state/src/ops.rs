@@ -232,6 +232,38 @@ impl Liveness {
     fn alive(&self, e: &EnvRec) -> bool {
         self.shim_serials.contains(&e.serial) || e.pids().iter().any(|p| self.pid_alive(p))
     }
+
+    /// Looks up every activating process of `t` at once, spread over the machine's cores: with
+    /// many environments the /proc reads are the cost of `genv envs`, and they are independent.
+    fn prefetch(&self, t: &Tables) {
+        let todo: Vec<(u32, u64)> = t
+            .envs()
+            .filter(|(_, e)| !self.shim_serials.contains(&e.serial))
+            .flat_map(|(_, e)| e.pids().iter().map(|p| (p.pid, p.start_time)))
+            .collect();
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(8));
+        if todo.len() < 64 || threads < 2 {
+            return;
+        }
+        let chunk = todo.len().div_ceil(threads);
+        let found: Vec<((u32, u64), bool)> = std::thread::scope(|s| {
+            let parts: Vec<_> = todo
+                .chunks(chunk)
+                .map(|c| {
+                    s.spawn(move || {
+                        c.iter()
+                            .map(|&(pid, st)| ((pid, st), procfs::alive(pid, st)))
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            parts
+                .into_iter()
+                .flat_map(|h| h.join().unwrap_or_default())
+                .collect()
+        });
+        self.pids.borrow_mut().extend(found);
+    }
 }
 
 impl Genv {
@@ -503,7 +535,7 @@ impl Genv {
                 Some(ix) => attach_index(t, i, ix, over_subscribe),
                 None => {
                     if t.envs[i].gpus().is_none() {
-                        return Err(Error::Input(
+                        return Err(Error::NotConfigured(
                             "the device count is not configured: run `genv config gpus <count>` first, or pass --index".into(),
                         ));
                     }
@@ -591,6 +623,7 @@ impl Genv {
     /// ones from the file (best effort: a reader that cannot write still gets its list).
     pub fn envs(&self) -> Vec<EnvInfo> {
         let (snap, live) = self.live_snapshot();
+        live.prefetch(&snap);
         let mut dead = false;
         let mut v: Vec<EnvInfo> = snap
             .envs()
