@@ -25,32 +25,46 @@ NVIDIA_SMI_DIR = ROOT / "target" / "nvidia-smi" / "usr" / "bin"
 NVIDIA_SMI = NVIDIA_SMI_DIR / "nvidia-smi"
 LIBCUDA = SIM_LIB_DIR / "libcuda.so.1"
 LIBNVML = SIM_LIB_DIR / "libnvidia-ml.so.1"
+# Where genv and the shim were built (`make build` puts them in target/release). Absolute:
+# children may run from another directory.
+BIN_DIR = Path(os.environ.get("GENV_TEST_BIN_DIR", ROOT / "target" / "release")).resolve()
+GENV = BIN_DIR / "genv"
+SHIM = BIN_DIR / "libgenv_shim.so"
 
 DEFAULT_GPUS = "4"
 DEFAULT_GPU_MEMORY = "81559mi"
 
-# Held by a child until its stdin closes: allocates device memory through the simulated
-# libcuda, the only writer of the memory ledger NVML reads.
-_HOLD_SCRIPT = r"""
+# Held by a child until its stdin closes: allocates device memory through libcuda (the
+# simulated one is the only writer of the memory ledger NVML reads; under the shim, through
+# the shim). Argument pairs: CUDA ordinal and bytes (0: a context only).
+HOLD_SCRIPT = r"""
 import ctypes, sys
 cuda = ctypes.CDLL("libcuda.so.1")
 def check(ret, what):
     if ret != 0:
         print(f"error {what} {ret}", flush=True)
         sys.exit(1)
-ordinal, size = int(sys.argv[1]), int(sys.argv[2])
 check(cuda.cuInit(0), "cuInit")
-dev = ctypes.c_int()
-check(cuda.cuDeviceGet(ctypes.byref(dev), ordinal), "cuDeviceGet")
-ctx = ctypes.c_void_p()
-check(cuda.cuDevicePrimaryCtxRetain(ctypes.byref(ctx), dev), "cuDevicePrimaryCtxRetain")
-check(cuda.cuCtxSetCurrent(ctx), "cuCtxSetCurrent")
-ptr = ctypes.c_uint64()
-if size:
-    check(cuda.cuMemAlloc_v2(ctypes.byref(ptr), ctypes.c_size_t(size)), "cuMemAlloc_v2")
+args = [int(a) for a in sys.argv[1:]]
+for ordinal, size in zip(args[::2], args[1::2]):
+    dev = ctypes.c_int()
+    check(cuda.cuDeviceGet(ctypes.byref(dev), ordinal), "cuDeviceGet")
+    ctx = ctypes.c_void_p()
+    check(cuda.cuDevicePrimaryCtxRetain(ctypes.byref(ctx), dev), "cuDevicePrimaryCtxRetain")
+    check(cuda.cuCtxSetCurrent(ctx), "cuCtxSetCurrent")
+    ptr = ctypes.c_uint64()
+    if size:
+        check(cuda.cuMemAlloc_v2(ctypes.byref(ptr), ctypes.c_size_t(size)), "cuMemAlloc_v2")
 print("ready", flush=True)
 sys.stdin.read()
 """
+
+
+def require_built(*files: Path) -> None:
+    """Fails the test when a build output it needs is missing."""
+    for f in files:
+        if not f.exists():
+            pytest.fail(f"{f} missing: run `make build` (or set GENV_TEST_BIN_DIR)")
 
 
 class Sim:
@@ -117,7 +131,7 @@ class Sim:
         p = self.spawn(
             sys.executable,
             "-c",
-            _HOLD_SCRIPT,
+            HOLD_SCRIPT,
             str(ordinal),
             str(size),
             env=env,

@@ -18,10 +18,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-BIN_DIR = Path(os.environ.get("GENV_TEST_BIN_DIR", ROOT / "target" / "release")).resolve()
-GENV = BIN_DIR / "genv"
-SHIM = BIN_DIR / "libgenv_shim.so"
+from conftest import BIN_DIR, GENV, SHIM, require_built
 
 pytest.importorskip("genv.sdk", reason="genv.sdk not installed: run scripts/setup-venv.sh")
 
@@ -102,9 +99,7 @@ class Child:
 
 @pytest.fixture
 def g(sim, tmp_path):
-    for f in (GENV, SHIM):
-        if not f.exists():
-            pytest.fail(f"{f} missing: run `make build` (or set GENV_TEST_BIN_DIR)")
+    require_built(GENV, SHIM)
     return G(sim, tmp_path / "genv")
 
 

@@ -7,9 +7,8 @@ from __future__ import annotations
 
 import json
 
-import pytest
-
-from test_sdk import G, GENV, SHIM
+from conftest import SHIM
+from test_sdk import g  # noqa: F401 (the fixture)
 
 # Helpers of the in-process scripts: NVML and CUDA through ctypes, as a framework would.
 PRELUDE = r"""
@@ -73,14 +72,6 @@ def uuids_of(indices):
     by_index = {d["index"]: d["uuid"] for d in s._devices()}
     return [by_index[i] for i in indices]
 """
-
-
-@pytest.fixture
-def g(sim, tmp_path):
-    for f in (GENV, SHIM):
-        if not f.exists():
-            pytest.fail(f"{f} missing: run `make build` (or set GENV_TEST_BIN_DIR)")
-    return G(sim, tmp_path / "genv")
 
 
 def test_activation_after_cuda_and_nvml_use_and_a_second_one_are_followed(g):

@@ -9,7 +9,8 @@ import tempfile
 
 import pytest
 
-from test_sdk import G, GENV, SHIM
+from conftest import GENV, SHIM, require_built
+from test_sdk import G
 
 pytest.importorskip("ray", reason="ray not installed (tests/python/requirements.txt)")
 
@@ -59,9 +60,7 @@ ray.shutdown()
 
 def test_two_half_gpu_tasks_share_one_device_each_capped(sim, tmp_path):
     g = G(sim, tmp_path / "genv")
-    for f in (GENV, SHIM):
-        if not f.exists():
-            pytest.fail(f"{f} missing: run `make build` (or set GENV_TEST_BIN_DIR)")
+    require_built(GENV, SHIM)
     barrier = tmp_path / "barrier"
     barrier.mkdir()
     # Ray's socket paths must stay under 108 bytes: a short directory of its own.

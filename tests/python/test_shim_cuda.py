@@ -7,19 +7,14 @@ environment nothing changes.
 from __future__ import annotations
 
 import json
-import os
 import sys
-from pathlib import Path
 
 import pytest
 
-from conftest import LIBCUDA, ROOT
+from conftest import GENV, LIBCUDA, SHIM, require_built
 
 MIB = 1 << 20
 GIB = 1 << 30
-BIN_DIR = Path(os.environ.get("GENV_TEST_BIN_DIR", ROOT / "target" / "release"))
-GENV = BIN_DIR / "genv"
-SHIM = BIN_DIR / "libgenv_shim.so"
 
 CUDA_BINDINGS = r"""
 import json
@@ -83,9 +78,7 @@ print(json.dumps(dict(count=n, info0=[free0, total0], roundtrip=int(back.sum()),
 
 @pytest.fixture(autouse=True)
 def _built():
-    for f in (LIBCUDA, GENV, SHIM):
-        if not f.exists():
-            pytest.fail(f"{f} missing: run `make build` (or set GENV_TEST_BIN_DIR)")
+    require_built(LIBCUDA, GENV, SHIM)
 
 
 def host_uuids(sim):

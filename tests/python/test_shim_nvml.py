@@ -20,40 +20,12 @@ from pathlib import Path
 
 import pytest
 
-from conftest import LIBCUDA, LIBNVML, NVIDIA_SMI, ROOT
+from conftest import GENV, HOLD_SCRIPT as HOLD, LIBCUDA, LIBNVML, NVIDIA_SMI, ROOT, SHIM, require_built
 
 MIB = 1 << 20
 GIB = 1 << 30
 NAME = "NVIDIA H100 80GB HBM3"
 CAP_MIB = 4096
-# Where genv and the shim were built (`make build` puts them in target/release).
-BIN_DIR = Path(os.environ.get("GENV_TEST_BIN_DIR", ROOT / "target" / "release"))
-GENV = BIN_DIR / "genv"
-SHIM = BIN_DIR / "libgenv_shim.so"
-
-# Allocates through libcuda (so, inside the environment, through the shim) and holds it until
-# stdin closes. Argument pairs: CUDA ordinal and bytes (0: a context only).
-HOLD = r"""
-import ctypes, sys
-cuda = ctypes.CDLL("libcuda.so.1")
-def check(ret, what):
-    if ret != 0:
-        print(f"error {what} {ret}", flush=True)
-        sys.exit(1)
-check(cuda.cuInit(0), "cuInit")
-args = [int(a) for a in sys.argv[1:]]
-for ordinal, size in zip(args[::2], args[1::2]):
-    dev = ctypes.c_int()
-    check(cuda.cuDeviceGet(ctypes.byref(dev), ordinal), "cuDeviceGet")
-    ctx = ctypes.c_void_p()
-    check(cuda.cuDevicePrimaryCtxRetain(ctypes.byref(ctx), dev), "cuDevicePrimaryCtxRetain")
-    check(cuda.cuCtxSetCurrent(ctx), "cuCtxSetCurrent")
-    ptr = ctypes.c_uint64()
-    if size:
-        check(cuda.cuMemAlloc_v2(ctypes.byref(ptr), ctypes.c_size_t(size)), "cuMemAlloc_v2")
-print("ready", flush=True)
-sys.stdin.read()
-"""
 
 # Runs inside `genv exec`: starts the environment's memory holders, reports them, and keeps the
 # environment alive until stdin closes.
@@ -76,9 +48,7 @@ sys.stdin.read()
 
 @pytest.fixture(autouse=True)
 def _built():
-    for f in (LIBNVML, LIBCUDA, GENV, SHIM):
-        if not f.exists():
-            pytest.fail(f"{f} missing: run `make build` (or set GENV_TEST_BIN_DIR)")
+    require_built(LIBNVML, LIBCUDA, GENV, SHIM)
 
 
 class Env:
