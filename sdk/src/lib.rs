@@ -70,6 +70,19 @@ fn config(name: Option<String>, gpus: Option<i64>, gpu_memory: Option<String>) -
     Ok(c)
 }
 
+/// A device index from Python (`attach(index=…)`, `detach(index=…)`).
+fn device_index(index: Option<i64>) -> PyResult<Option<u32>> {
+    index
+        .map(|i| {
+            u32::try_from(i).map_err(|_| {
+                PyValueError::new_err(format!(
+                    "invalid device index {i}: expected a whole number (0 for the first GPU)"
+                ))
+            })
+        })
+        .transpose()
+}
+
 fn env_dict<'py>(py: Python<'py>, e: &EnvInfo) -> PyResult<Bound<'py, PyDict>> {
     let d = PyDict::new(py);
     d.set_item("eid", &e.eid)?;
@@ -205,15 +218,7 @@ fn attach(
     over_subscribe: bool,
     nvml: bool,
 ) -> PyResult<Vec<u32>> {
-    let index = index
-        .map(|i| {
-            u32::try_from(i).map_err(|_| {
-                PyValueError::new_err(format!(
-                    "invalid device index {i}: expected a whole number (0 for the first GPU)"
-                ))
-            })
-        })
-        .transpose()?;
+    let index = device_index(index)?;
     let out = py
         .allow_threads(|| -> Result<AttachOutcome, Error> {
             let genv = Genv::open()?;
@@ -237,15 +242,7 @@ fn attach(
 #[pyfunction]
 #[pyo3(signature = (eid, index=None))]
 fn detach(eid: &str, index: Option<i64>) -> PyResult<()> {
-    let index = index
-        .map(|i| {
-            u32::try_from(i).map_err(|_| {
-                PyValueError::new_err(format!(
-                    "invalid device index {i}: expected a whole number (0 for the first GPU)"
-                ))
-            })
-        })
-        .transpose()?;
+    let index = device_index(index)?;
     open()?.detach(&Caller::current(), eid, index).map_err(err)
 }
 
