@@ -51,8 +51,7 @@ def runtime_env(base: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
             "cannot find libgenv_shim.so: set GENV_SHIM_PATH or put genv on PATH "
             "(see genv.sdk.shim_path)"
         )
-    rest = [p for p in env_vars.get("LD_PRELOAD", "").split(":") if p and not p.endswith("libgenv_shim.so")]
-    env_vars["LD_PRELOAD"] = ":".join([shim] + rest)
+    env_vars["LD_PRELOAD"] = sdk._preload_with(shim, env_vars.get("LD_PRELOAD", ""))
     env_vars["GENV_SHIM_PATH"] = shim
     # The environment gives the task exactly its GPUs: Ray's own CUDA_VISIBLE_DEVICES (host
     # indices) would select among the environment's devices instead.

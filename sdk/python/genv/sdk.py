@@ -163,6 +163,13 @@ def shim_path() -> Optional[str]:
     return None
 
 
+def _preload_with(shim: str, preload: str) -> str:
+    """``LD_PRELOAD`` with ``shim`` first, then the entries of ``preload`` (separated by colons
+    or spaces, as the loader reads them) that are not a genv shim."""
+    rest = [p for p in preload.replace(" ", ":").split(":") if p and not p.endswith(_SHIM_NAME)]
+    return ":".join([shim] + rest)
+
+
 def _shim_loaded() -> bool:
     """Whether the shim is mapped into this process (it was preloaded when we started)."""
     try:
@@ -246,12 +253,7 @@ def activate(
             os.environ[_EID] = eid
             shim = shim_path()
             if shim is not None:
-                rest = [
-                    p
-                    for p in os.environ.get("LD_PRELOAD", "").replace(" ", ":").split(":")
-                    if p and not p.endswith(_SHIM_NAME)
-                ]
-                os.environ["LD_PRELOAD"] = ":".join([shim] + rest)
+                os.environ["LD_PRELOAD"] = _preload_with(shim, os.environ.get("LD_PRELOAD", ""))
                 os.environ["GENV_SHIM_PATH"] = shim
             # The CLI bypasses the shim for itself; children inside the environment must not.
             os.environ.pop("GENV_SHIM_BYPASS", None)
