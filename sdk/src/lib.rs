@@ -225,13 +225,7 @@ fn attach(
             let gpus = machine_gpus(&genv, nvml)?;
             genv.attach(&Caller::current(), eid, &gpus, index, over_subscribe)
         })
-        .map_err(|e| match e {
-            // Not a bad value: the environment is not ready for a count-based attach.
-            Error::Input(m) if m.starts_with("the device count is not configured") => {
-                PyRuntimeError::new_err(m)
-            }
-            e => err(e),
-        })?;
+        .map_err(err)?;
     match out {
         AttachOutcome::Attached(v) => Ok(v),
         AttachOutcome::Failed(m) => Err(PyRuntimeError::new_err(m)),

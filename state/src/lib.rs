@@ -28,6 +28,8 @@ pub enum Error {
     Permission(String),
     /// The devices asked for are taken.
     Unavailable(String),
+    /// The environment lacks the configuration the operation needs (a device count to attach).
+    NotConfigured(String),
     NotActive,
     AlreadyActive,
 }
@@ -39,7 +41,8 @@ impl std::fmt::Display for Error {
             | Error::State(m)
             | Error::Nvml(m)
             | Error::Permission(m)
-            | Error::Unavailable(m) => f.write_str(m),
+            | Error::Unavailable(m)
+            | Error::NotConfigured(m) => f.write_str(m),
             Error::NotActive => f.write_str("Not running in an active environment"),
             Error::AlreadyActive => f.write_str("Already running in an active environment"),
         }
