@@ -10,7 +10,7 @@ use std::ptr::null;
 
 use genv_sim_common::normalize_bus_id;
 
-use crate::procs::{processes, Kind, NO_INSTANCE};
+use crate::procs::{list, Kind, NO_INSTANCE};
 use crate::*;
 
 /// The table nvidia-smi asks for: c4fe3e6c-c98f-6c4e-a327-ee696e12f7c4.
@@ -127,34 +127,18 @@ unsafe fn proc_records(
     count: *mut c_uint,
     records: *mut ProcRecord,
 ) -> Result<(), Ret> {
-    let g = crate::device(device)?;
-    if count.is_null() {
-        return Err(INVALID_ARGUMENT);
-    }
-    let procs = processes(g.index as usize, kind);
-    let capacity = count.read_unaligned() as usize;
-    count.write_unaligned(procs.len() as c_uint);
-    if procs.len() > capacity {
-        return Err(INSUFFICIENT_SIZE);
-    }
-    if procs.is_empty() {
-        return Ok(());
-    }
-    if records.is_null() {
-        return Err(INVALID_ARGUMENT);
-    }
-    for (i, p) in procs.iter().enumerate() {
-        let r = records.add(i);
-        std::ptr::write_bytes(r, 0, 1);
-        let r = &mut *r;
+    // NVML's sizing protocol, as for the public process lists.
+    list(device, kind, count, records, |p| {
+        // SAFETY: plain data; all-zero is a valid record.
+        let mut r: ProcRecord = unsafe { std::mem::zeroed() };
         r.pid = p.pid;
         r.used_gpu_memory = p.used;
         r.gpu_instance_id = NO_INSTANCE;
         r.compute_instance_id = NO_INSTANCE;
         // A process that has just exited has no name and is skipped by nvidia-smi.
         fill_field(&mut r.name, &process_name(p.pid).unwrap_or_default());
-    }
-    Ok(())
+        r
+    })
 }
 
 unsafe extern "C" fn compute_procs(

@@ -28,7 +28,7 @@ pub(crate) fn processes(index: usize, kind: Kind) -> Vec<ProcUsage> {
 /// NVML's sizing protocol: `*count` comes in as the buffer's capacity; when the list does not
 /// fit (a NULL buffer with count 0 is the usual probe) the needed count goes back with
 /// NVML_ERROR_INSUFFICIENT_SIZE and the buffer is left alone.
-unsafe fn list<T>(
+pub(crate) unsafe fn list<T>(
     device: sys::nvmlDevice_t,
     kind: Kind,
     count: *mut c_uint,
