@@ -188,6 +188,30 @@ impl EnvRec {
     pub fn attached(&self) -> &[AttachRec] {
         &self.attached[..(self.n_attached as usize).min(MAX_DEVICES)]
     }
+    /// Keeps the activating processes for which `keep` holds, in order.
+    pub fn retain_pids(&mut self, mut keep: impl FnMut(&PidRec) -> bool) {
+        let mut n = 0;
+        for i in 0..(self.n_pids as usize).min(MAX_PIDS) {
+            if keep(&self.pids[i]) {
+                self.pids[n] = self.pids[i];
+                n += 1;
+            }
+        }
+        self.n_pids = n as u32;
+    }
+
+    /// Keeps the attachments for which `keep` holds, in attach order.
+    pub fn retain_attached(&mut self, mut keep: impl FnMut(&AttachRec) -> bool) {
+        let mut n = 0;
+        for i in 0..(self.n_attached as usize).min(MAX_DEVICES) {
+            if keep(&self.attached[i]) {
+                self.attached[n] = self.attached[i];
+                n += 1;
+            }
+        }
+        self.n_attached = n as u32;
+    }
+
     pub fn gpu_memory(&self) -> Option<u64> {
         (self.cfg_mem_text[0] != 0).then_some(self.cfg_mem_bytes)
     }

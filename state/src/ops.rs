@@ -392,24 +392,19 @@ impl Genv {
                         .any(|p| p.pid == pid && p.start_time == start)
                     {
                         // Drop dead members first so that a long-lived environment has room.
-                        let mut live: Vec<PidRec> = e
-                            .pids()
-                            .iter()
-                            .copied()
-                            .filter(|p| procfs::alive(p.pid, p.start_time))
-                            .collect();
-                        if live.len() >= MAX_PIDS {
+                        e.retain_pids(|p| procfs::alive(p.pid, p.start_time));
+                        let n = e.n_pids as usize;
+                        if n >= MAX_PIDS {
                             return Err(Error::Input(format!(
                                 "environment {eid} already has {MAX_PIDS} activating processes"
                             )));
                         }
-                        live.push(PidRec {
+                        e.pids[n] = PidRec {
                             pid,
                             _pad: 0,
                             start_time: start,
-                        });
-                        e.n_pids = live.len() as u32;
-                        e.pids[..live.len()].copy_from_slice(&live);
+                        };
+                        e.n_pids += 1;
                     }
                     let mut c = env_config(e);
                     c.overlay(config);
@@ -465,21 +460,14 @@ impl Genv {
             };
             Self::check_owner(&t.envs[i], caller)?;
             let e = &mut t.envs[i];
-            let rest: Vec<PidRec> = e
-                .pids()
-                .iter()
-                .copied()
-                .filter(|p| p.pid != pid && procfs::alive(p.pid, p.start_time))
-                .collect();
-            e.n_pids = rest.len() as u32;
-            e.pids[..rest.len()].copy_from_slice(&rest);
+            e.retain_pids(|p| p.pid != pid && procfs::alive(p.pid, p.start_time));
             // The deactivating process itself (an SDK user runs under the shim) does not keep
             // the environment alive; its other programs do.
             let others_run = live
                 .shim_pids
                 .iter()
                 .any(|&(serial, p)| serial == e.serial && p != pid);
-            if rest.is_empty() && !others_run {
+            if e.n_pids == 0 && !others_run {
                 self.forget(t, i);
             }
             Ok(())
@@ -553,15 +541,7 @@ impl Genv {
                     return Err(out_of_range(t, ix));
                 }
             }
-            let e = &mut t.envs[i];
-            let keep: Vec<AttachRec> = e
-                .attached()
-                .iter()
-                .copied()
-                .filter(|a| index.is_some_and(|ix| a.device != ix))
-                .collect();
-            e.n_attached = keep.len() as u32;
-            e.attached[..keep.len()].copy_from_slice(&keep);
+            t.envs[i].retain_attached(|a| index.is_some_and(|ix| a.device != ix));
             Ok(())
         })
     }
@@ -726,14 +706,7 @@ fn apply_devices(t: &mut Tables, gpus: &[Gpu]) {
                 .is_some_and(|u| *u == gpus[ix as usize].uuid)
     };
     for e in t.envs.iter_mut().filter(|e| e.is_used()) {
-        let keep: Vec<AttachRec> = e
-            .attached()
-            .iter()
-            .copied()
-            .filter(|a| still(a.device))
-            .collect();
-        e.n_attached = keep.len() as u32;
-        e.attached[..keep.len()].copy_from_slice(&keep);
+        e.retain_attached(|a| still(a.device));
     }
 }
 
