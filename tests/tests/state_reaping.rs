@@ -190,7 +190,10 @@ fn shell_whose_name_is_not_utf8_stays_alive() {
         .into_iter()
         .find(|p| std::path::Path::new(p).exists())
         .expect("sleep");
-    std::fs::copy(sleep, &prog).unwrap();
+    // A symlink, not a copy: a copied file is open for writing while parallel tests fork, and
+    // the children's inherited descriptor makes exec fail with ETXTBSY. The kernel takes the
+    // process name from the path given to exec, so the odd name shows all the same.
+    std::os::unix::fs::symlink(sleep, &prog).unwrap();
     let holder = Holder::spawn_cmd(std::process::Command::new(&prog));
     assert!(wait_for(std::time::Duration::from_secs(5), || {
         std::fs::read(format!("/proc/{}/stat", holder.pid()))
