@@ -210,12 +210,40 @@ fn main() -> ExitCode {
                 eprint!("{}", e.render());
                 return ExitCode::SUCCESS;
             }
-            e.exit();
+            // Help, version, and a bare `genv`, are for reading: clap's full text.
+            if !e.use_stderr()
+                || e.kind() == clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+            {
+                e.exit();
+            }
+            // A bad command line is one line, like every other bad input.
+            eprintln!("genv: {}", one_line(&e.render().to_string()));
+            return ExitCode::from(2);
         }
     };
     match run(cli.cmd) {
         Ok(code) => code,
         Err(e) => fail(e),
+    }
+}
+
+/// Folds clap's multi-line error into one line: the message, its tips, and the usage it names.
+fn one_line(rendered: &str) -> String {
+    let mut msg = String::new();
+    let mut usage = None;
+    for l in rendered.lines().map(str::trim) {
+        if let Some(u) = l.strip_prefix("Usage: ") {
+            usage = Some(u.to_string());
+        } else if !l.is_empty() && !l.starts_with("For more information") {
+            if !msg.is_empty() {
+                msg.push_str(if l.starts_with("tip:") { "; " } else { " " });
+            }
+            msg.push_str(l.strip_prefix("error: ").unwrap_or(l));
+        }
+    }
+    match usage {
+        Some(u) => format!("{msg} (usage: {u})"),
+        None => msg,
     }
 }
 

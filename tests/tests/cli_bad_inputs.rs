@@ -25,8 +25,11 @@ enum Check {
     /// As `Line`, but compare what users see (envs/devices JSON) only: `exec` makes and removes
     /// its environment, which moves the serial counter.
     LineSameView,
-    /// A usage error of the argument parser: exit 2, first line `error: …` with the fragment.
+    /// A usage error of the argument parser: exit 2 and, like genv's own errors, exactly one
+    /// stderr line `genv: …` with the fragment.
     Usage,
+    /// A bare `genv`: exit 2 with the full help, which is for reading.
+    Help,
 }
 
 struct Case {
@@ -126,6 +129,7 @@ fn cases() -> Vec<Case> {
             "invalid GPU memory '99999999999gi'",
         ),
         case(InA, &["config", "name", ""], "invalid name"),
+        case(InA, &["config", "name", "   "], "invalid name"),
         case(InA, &["config", "name", long], "invalid name"),
         case(InA, &["config", "name", "a\nb"], "invalid name"),
         // config: options that do not go together, or need a .genv directory
@@ -299,7 +303,10 @@ fn cases() -> Vec<Case> {
             &["config", "gpus", "1", "2"],
             "unexpected argument '2'",
         ),
-        usage(NoEnv, &[], "Usage"),
+        Case {
+            check: Check::Help,
+            ..case(NoEnv, &[], "Usage")
+        },
     ]
 }
 
@@ -342,14 +349,18 @@ fn bad_inputs_are_refused_without_change() {
             Check::Usage => {
                 assert_eq!(out.code, Some(2), "{what}: {out:?}");
                 out.no_panic();
-                let first = out.stderr.lines().next().unwrap_or("");
-                assert!(
-                    first.contains(c.fragment) || out.stderr.contains(c.fragment),
-                    "{what}: {out:?}"
-                );
+                let lines: Vec<&str> = out.stderr.lines().collect();
+                assert_eq!(lines.len(), 1, "{what}: one line: {out:?}");
+                assert!(lines[0].starts_with("genv: "), "{what}: {out:?}");
+                assert!(lines[0].contains(c.fragment), "{what}: {out:?}");
+                assert_eq!(out.stdout, "", "{what}");
+            }
+            Check::Help => {
+                assert_eq!(out.code, Some(2), "{what}: {out:?}");
+                assert!(out.stderr.contains(c.fragment), "{what}: {out:?}");
             }
         }
-        if c.check == Check::Line || c.check == Check::Usage {
+        if matches!(c.check, Check::Line | Check::Usage | Check::Help) {
             assert!(before == sb.tables_bytes(), "{what} changed the state");
         }
         assert_eq!(
