@@ -57,9 +57,9 @@ impl Config {
 }
 
 pub fn validate_name(n: &str) -> Result<(), Error> {
-    if n.is_empty() || n.len() > 63 || n.chars().any(|c| c.is_control()) {
+    if n.trim().is_empty() || n.len() > 63 || n.chars().any(|c| c.is_control()) {
         return Err(Error::Input(format!(
-            "invalid name {n:?}: use 1 to 63 bytes of printable characters"
+            "invalid name {n:?}: use 1 to 63 bytes of printable characters, not only spaces"
         )));
     }
     Ok(())
