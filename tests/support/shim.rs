@@ -85,3 +85,43 @@ pub fn host_uuids(sb: &Sandbox) -> Vec<String> {
 
 pub const GI: u64 = 1 << 30;
 pub const MI: u64 = 1 << 20;
+
+/// A program (run with a trailing `hold` argument) that has printed `held` and now waits on its
+/// stdin: `before` is what it printed until then.
+pub struct Held {
+    pub child: std::process::Child,
+    pub before: Vec<String>,
+    lines: std::io::Lines<std::io::BufReader<std::process::ChildStdout>>,
+}
+
+/// Spawns `cmd` with piped stdin and stdout and reads its output up to the `held` line.
+pub fn spawn_held(mut cmd: Command) -> Held {
+    use std::io::BufRead;
+    cmd.stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped());
+    let mut child = cmd.spawn().expect("spawn a holding program");
+    let mut lines = std::io::BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let before = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .take_while(|l| l != "held")
+        .collect();
+    Held {
+        child,
+        before,
+        lines,
+    }
+}
+
+impl Held {
+    /// Lets the program go on (closes its stdin) and returns whether it succeeded and what it
+    /// printed after `held`.
+    pub fn finish(mut self) -> (bool, Vec<String>) {
+        drop(self.child.stdin.take());
+        let rest = self.lines.by_ref().map_while(Result::ok).collect();
+        (
+            self.child.wait().map(|s| s.success()).unwrap_or(false),
+            rest,
+        )
+    }
+}

@@ -312,16 +312,9 @@ fn two_environments_sharing_a_gpu_each_keep_their_cap() {
     let _b = env_with(&sb, "sb", Some("3gi"), &[0], true);
     let chunk = (256 * MI).to_string();
     let mut ca = under_shim(&sb, "sa", shim_cuda());
-    ca.args(["link", "alloc", "mem", &chunk, "100", "hold"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped());
-    let mut a = ca.spawn().unwrap();
-    let mut la = BufReader::new(a.stdout.take().unwrap()).lines();
-    let first: Vec<String> = la
-        .by_ref()
-        .map_while(Result::ok)
-        .take_while(|l| l != "held")
-        .collect();
+    ca.args(["link", "alloc", "mem", &chunk, "100", "hold"]);
+    let a = spawn_held(ca);
+    let first = &a.before;
     assert!(first.iter().any(|l| l == "ok 8 err 2"), "{first:?}");
     let o = run(
         &sb,
@@ -332,8 +325,7 @@ fn two_environments_sharing_a_gpu_each_keep_their_cap() {
     assert_eq!(field(o.ok(), "ok"), Some(vec!["12", "err", "2"]));
     let mem = fields(o.ok(), "mem");
     assert_eq!(mem[0], vec!["0", "0", &(3 * GI).to_string()]);
-    drop(a.stdin.take());
-    assert!(a.wait().unwrap().success());
+    assert!(a.finish().0);
 }
 
 #[test]
@@ -341,16 +333,9 @@ fn a_killed_process_gives_its_memory_back() {
     let sb = Sandbox::new();
     let _e = env_with(&sb, "k1", Some("4gi"), &[0], false);
     let mut c = under_shim(&sb, "k1", shim_cuda());
-    c.args(["link", "alloc", "vmm", &GI.to_string(), "3", "hold"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped());
-    let mut child = c.spawn().unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let got: Vec<String> = lines
-        .by_ref()
-        .map_while(Result::ok)
-        .take_while(|l| l != "held")
-        .collect();
+    c.args(["link", "alloc", "vmm", &GI.to_string(), "3", "hold"]);
+    let mut held = spawn_held(c);
+    let got = &held.before;
     assert!(got.iter().any(|l| l == "ok 3 err 0"), "{got:?}");
     let o = run(
         &sb,
@@ -359,8 +344,8 @@ fn a_killed_process_gives_its_memory_back() {
         &[],
     );
     assert_eq!(field(o.ok(), "ok"), Some(vec!["0", "err", "2"]));
-    child.kill().unwrap();
-    child.wait().unwrap();
+    held.child.kill().unwrap();
+    held.child.wait().unwrap();
     let o = run(
         &sb,
         Some("k1"),
@@ -368,7 +353,6 @@ fn a_killed_process_gives_its_memory_back() {
         &[],
     );
     assert_eq!(field(o.ok(), "ok"), Some(vec!["1", "err", "0"]), "{o:?}");
-    let _ = child.stdin.take().map(|mut s| s.write_all(b""));
 }
 
 #[test]
@@ -445,24 +429,16 @@ fn a_detached_gpu_gives_running_processes_no_more_memory() {
     let _e = env_with(&sb, "x1", Some("2gi"), &[0], false);
     let mut c = under_shim(&sb, "x1", shim_cuda());
     // A process holds 256 MiB while the environment is detached from its GPU.
-    c.args(["link", "alloc", "mem", &(256 * MI).to_string(), "1", "hold"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped());
-    let mut child = c.spawn().unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let got: Vec<String> = lines
-        .by_ref()
-        .map_while(Result::ok)
-        .take_while(|l| l != "held")
-        .collect();
+    c.args(["link", "alloc", "mem", &(256 * MI).to_string(), "1", "hold"]);
+    let held = spawn_held(c);
+    let got = &held.before;
     assert!(got.iter().any(|l| l == "ok 1 err 0"), "{got:?}");
     sb.genv_in("x1", &["detach"]).ok();
     // A new process sees no GPU at all; the running one may still free what it holds.
     let o = run(&sb, Some("x1"), &["link", "view"], &[]);
     assert_eq!(field(&o.stdout, "init"), Some(vec!["100"]), "{o:?}");
-    drop(child.stdin.take());
-    let rest: Vec<String> = lines.map_while(Result::ok).collect();
-    assert!(child.wait().unwrap().success(), "{rest:?}");
+    let (ok, rest) = held.finish();
+    assert!(ok, "{rest:?}");
     assert!(rest.iter().any(|l| l == "freed 1"), "{rest:?}");
     // Its memory info after the detach: nothing free, nothing to offer.
     assert!(rest.iter().any(|l| l == "mem 0 0 0"), "{rest:?}");

@@ -7,9 +7,8 @@ mod shim;
 mod support;
 
 use shim::*;
-use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use support::*;
 
 /// tests/c/shim_hooks.c, linked with the two RTLD_NEXT test libraries of shim_next_lib.c.
@@ -203,13 +202,12 @@ fn a_forked_child_does_not_keep_the_parents_memory() {
     let sb = Sandbox::new();
     let _e = sb.env(&["--id", "f1", "--gpus", "1", "--gpu-memory", "2gi"]);
     let mut c = under_shim(&sb, "f1", hooks());
-    c.arg("fork").stdin(Stdio::piped()).stdout(Stdio::piped());
-    let mut parent = c.spawn().unwrap();
-    let lines: Vec<String> = BufReader::new(parent.stdout.take().unwrap())
-        .lines()
-        .map_while(Result::ok)
-        .take_while(|l| l != "held")
-        .collect();
+    c.arg("fork");
+    let Held {
+        child: mut parent,
+        before: lines,
+        ..
+    } = spawn_held(c);
     assert!(lines.contains(&"alloc 0".to_string()), "{lines:?}");
     let child: i32 = one(&lines.join("\n"), "child").parse().unwrap();
     // The parent dies; its child (which shares its descriptors) lives on.
