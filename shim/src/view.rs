@@ -81,11 +81,35 @@ impl View {
             .map(|i| i as u32)
     }
 
-    /// What the environment's processes hold on NVML device `host_index`.
+    /// What the environment's processes hold on NVML device `host_index` (the memory reports
+    /// of CUDA and NVML). Memory of processes that ended is given back first, at most every
+    /// [`REAP_EVERY_MS`]: a report is current to that, without a scan per call.
     pub fn env_used(&self, host_index: u32) -> u64 {
         match self.store {
-            Some(s) => ledger::env_used(s, self.env_slot, self.serial, host_index as usize),
+            Some(s) => {
+                self.reap_if_due(s);
+                ledger::env_used(s, self.env_slot, self.serial, host_index as usize)
+            }
             None => 0,
+        }
+    }
+
+    fn reap_if_due(&self, store: &Store) {
+        // +1: 0 means "never reaped", so the first report of a process is always current.
+        let now = coarse_ms() + 1;
+        let last = LAST_REAP_MS.load(Ordering::Relaxed);
+        if last != 0 && now.wrapping_sub(last) < REAP_EVERY_MS {
+            return;
+        }
+        // One thread reaps; the others report what is there now.
+        if LAST_REAP_MS
+            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+        {
+            let n = ledger::reap_dead(store, Some(self.serial));
+            if n > 0 {
+                crate::debug!("gave back the memory of {n} processes that ended");
+            }
         }
     }
 
@@ -215,6 +239,23 @@ pub fn release(t: Ticket, host_index: u32, bytes: u64) {
     }
 }
 
+/// How often, at most, a memory report reaps the environment's dead processes (a scan of the
+/// ledger's process slots).
+const REAP_EVERY_MS: u64 = 100;
+/// When this process last did (monotonic ms + 1; 0: never).
+static LAST_REAP_MS: AtomicU64 = AtomicU64::new(0);
+
+/// Milliseconds of a coarse monotonic clock (a vDSO read, no system call).
+fn coarse_ms() -> u64 {
+    let mut t = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes the timespec we pass; the clock id is valid on Linux.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut t) };
+    t.tv_sec as u64 * 1000 + t.tv_nsec as u64 / 1_000_000
+}
+
 // ---------------------------------------------------------------------------------------------
 // Bypass, and whether the process started in an environment.
 
@@ -303,6 +344,7 @@ pub fn follow() -> Option<&'static View> {
     if p.is_null() || bypassed() {
         return get();
     }
+    check_replaced();
     let want = wanted_eid();
     let have: Option<&[u8]> = if p == no_env() {
         None
@@ -367,6 +409,24 @@ fn broken(eid: String, why: std::fmt::Arguments<'_>) -> View {
         devices: Vec::new(),
         store: None,
         checked: AtomicU64::new(0),
+    }
+}
+
+/// At the initialisation points: says once when the state file this process uses was removed
+/// or replaced meanwhile. The process keeps to the file it has (its environment and the
+/// memory booked there stay consistent with the other processes that use it); new processes
+/// will not find the environment, and the CLI refuses to hand out GPUs while this one runs.
+fn check_replaced() {
+    // SAFETY: published stores are leaked, never freed.
+    let Some(s) = (unsafe { STORE.load(Ordering::Acquire).as_ref() }) else {
+        return;
+    };
+    if s.replaced() {
+        crate::log::error_once(format_args!(
+            "the state file {} was removed or replaced while this process ran; it keeps to its \
+             environment as it was, but new processes will not find it",
+            s.path().display()
+        ));
     }
 }
 

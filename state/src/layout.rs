@@ -25,6 +25,13 @@ pub const HEADER_SIZE: usize = 4096;
 /// they lie past the end of the file, which POSIX allows.
 pub const PROC_LOCK_BASE: i64 = 1 << 40;
 
+/// Offset of the byte-range read lock that every process with the state file open holds at
+/// `USER_LOCK_BASE + tag(its directory)`: visible in /proc/locks with the file's inode, it tells
+/// the CLI that processes still use a state file that was removed or replaced (see store.rs).
+pub const USER_LOCK_BASE: i64 = 1 << 41;
+/// The tags spread over this many bytes past [`USER_LOCK_BASE`].
+pub const USER_LOCK_SPAN: u64 = 1 << 40;
+
 #[repr(C)]
 pub struct Header {
     pub magic: [u8; 8],
@@ -42,6 +49,9 @@ pub struct Header {
     /// Which `Tables` copy is current (0 or 1).
     pub active: AtomicU32,
     pub _pad: u32,
+    /// Random, chosen when the file is made: tells a file from the one it replaced (0 in files
+    /// made before it existed).
+    pub instance: u64,
 }
 
 /// A GPU as NVML reported it when the device list was last read.
@@ -152,6 +162,8 @@ pub const fn tables_prefix_len(env_hwm: usize) -> usize {
 }
 
 const _: () = assert!(std::mem::size_of::<Header>() <= HEADER_SIZE);
+// `Tables::sanitize` keeps a set of device indices in a u64.
+const _: () = assert!(MAX_DEVICES <= 64);
 
 /// Copies a string into a fixed NUL-padded field, truncated on a char boundary.
 pub fn put_str(dst: &mut [u8], s: &str) {
@@ -230,6 +242,31 @@ impl DeviceRec {
 }
 
 impl Tables {
+    /// Brings every count and index back within bounds, so that no reader indexes past an
+    /// array whatever bytes the file holds (a flipped bit, a hostile edit): counts are clamped,
+    /// attachments to devices that do not exist and repeated ones are dropped. Only the used
+    /// prefix (below the high-water mark) is visited.
+    pub fn sanitize(&mut self) {
+        self.n_devices = self.n_devices.min(MAX_DEVICES as u32);
+        self.env_hwm = self.env_hwm.min(MAX_ENVS as u32);
+        let n_devices = self.n_devices;
+        for e in self.envs[..self.env_hwm as usize]
+            .iter_mut()
+            .filter(|e| e.is_used())
+        {
+            e.n_pids = e.n_pids.min(MAX_PIDS as u32);
+            e.n_attached = e.n_attached.min(MAX_DEVICES as u32);
+            let mut seen = 0u64;
+            e.retain_attached(|a| {
+                let fresh = a.device < n_devices && seen & (1 << a.device) == 0;
+                if fresh {
+                    seen |= 1 << a.device;
+                }
+                fresh
+            });
+        }
+    }
+
     pub fn devices(&self) -> &[DeviceRec] {
         &self.devices[..(self.n_devices as usize).min(MAX_DEVICES)]
     }

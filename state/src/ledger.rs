@@ -10,26 +10,16 @@
 //!   win a compare-and-swap of the slot's pid to 0 first.
 
 use crate::layout::*;
-use crate::store::Store;
-use std::os::unix::io::{AsRawFd, RawFd};
+use crate::store::{ofd_lock, Store};
 use std::sync::atomic::Ordering;
 
-fn ofd_lock(fd: RawFd, cmd: i32, ty: i32, slot: usize) -> Option<libc::flock> {
-    let mut fl: libc::flock = unsafe { std::mem::zeroed() };
-    fl.l_type = ty as _;
-    fl.l_whence = libc::SEEK_SET as _;
-    fl.l_start = PROC_LOCK_BASE + slot as i64;
-    fl.l_len = 1;
-    // OFD locks belong to the open file description: closing another descriptor of the same file
-    // (the SDK and the shim may share a process) does not drop them, unlike classic POSIX locks.
-    let r = unsafe { libc::fcntl(fd, cmd, &mut fl) };
-    (r == 0).then_some(fl)
+fn slot_lock(f: &std::fs::File, cmd: i32, ty: i32, slot: usize) -> Option<libc::flock> {
+    ofd_lock(f, cmd, ty, PROC_LOCK_BASE + slot as i64)
 }
 
 /// Whether process slot `i` is owned by a live process (it holds the slot's lock).
 pub fn slot_alive(store: &Store, i: usize) -> bool {
-    let fd = store.file().as_raw_fd();
-    match ofd_lock(fd, libc::F_OFD_GETLK, libc::F_WRLCK, i) {
+    match slot_lock(store.file(), libc::F_OFD_GETLK, libc::F_WRLCK, i) {
         Some(fl) => fl.l_type as i32 != libc::F_UNLCK,
         None => false,
     }
@@ -66,8 +56,12 @@ fn reap_slot(l: &Ledger, i: usize, pid: u32) -> bool {
 }
 
 /// Reaps every dead process slot (of environment `serial` only, when given). O(slots): for the
-/// CLI and for the shim's out-of-memory slow path, never per allocation.
+/// CLI, the shim's out-of-memory slow path and its memory reports (at most every so often),
+/// never per allocation. Nothing is written to a file opened read-only.
 pub fn reap_dead(store: &Store, serial: Option<u64>) -> usize {
+    if !store.writable() {
+        return 0;
+    }
     let l = store.ledger();
     let mut n = 0;
     for i in 0..MAX_PROCS {
@@ -153,12 +147,9 @@ impl ProcHandle {
         if env_slot >= MAX_ENVS {
             return None;
         }
-        let fd = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .custom_flags_cloexec()
-            .open(store.path())
-            .ok()?;
+        // Its own open file description of the very file mapped (not whatever the path names
+        // now), so that the slot's lock lives exactly as long as this process.
+        let fd = store.reopen()?;
         let l = store.ledger();
         let pid = std::process::id();
         // Start at a pid-dependent place so that concurrent claimers rarely collide; free slots
@@ -172,7 +163,7 @@ impl ProcHandle {
                 if (pass == 0) != (old == 0) {
                     continue;
                 }
-                if ofd_lock(fd.as_raw_fd(), libc::F_OFD_SETLK, libc::F_WRLCK, i).is_none() {
+                if slot_lock(&fd, libc::F_OFD_SETLK, libc::F_WRLCK, i).is_none() {
                     continue;
                 }
                 // We own the byte: the previous owner, if any, is dead. Give its shares back.
@@ -261,15 +252,5 @@ impl ProcHandle {
         let pid = std::process::id();
         reap_slot(l, self.slot, pid);
         drop(self.fd);
-    }
-}
-
-trait CloexecExt {
-    fn custom_flags_cloexec(&mut self) -> &mut Self;
-}
-
-impl CloexecExt for std::fs::OpenOptions {
-    fn custom_flags_cloexec(&mut self) -> &mut Self {
-        std::os::unix::fs::OpenOptionsExt::custom_flags(self, libc::O_CLOEXEC)
     }
 }

@@ -3,6 +3,7 @@
 //! See ARCHITECTURE.md for the layout and the concurrency rules.
 
 pub mod devices;
+pub mod fsafe;
 pub mod home;
 pub mod layout;
 pub mod ledger;

@@ -6,7 +6,10 @@
 //! wait until none of them is left.
 //!
 //! Per device (by UUID, so a renumbered machine cannot mix devices up), under
-//! `$GENV_TMPDIR/locks/` (mode 1777, files 0666 so that every user can take them):
+//! `$GENV_TMPDIR/locks/` (mode 1777; the files are opened read-only, which is all `flock`
+//! needs, so they are 0644 and nobody ever writes or chmods them; opened through the
+//! directory's descriptor, never through a link, and only when they are regular files; see
+//! fsafe.rs):
 //! - `device-<uuid>.lock`: a short-lived mutex (`flock` LOCK_EX) around the decision below;
 //!   nobody waits for anything while holding it.
 //! - `device-<uuid>.env-<hex eid>.lock`: every process of environment E that holds the device
@@ -24,10 +27,11 @@
 //! Devices are taken in ascending NVML index order and released together, so two lockers
 //! cannot each hold a device the other waits for.
 
+use crate::fsafe::{Dir, OpenError};
 use crate::store::state_dir;
 use crate::Error;
-use std::fs::{File, OpenOptions};
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::ffi::OsStr;
+use std::fs::File;
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 
@@ -35,6 +39,9 @@ use std::path::{Path, PathBuf};
 pub fn lock_dir() -> PathBuf {
     state_dir().join("locks")
 }
+
+/// Mode of a lock file: readable by all (a read-only descriptor is enough to `flock`).
+const LOCK_FILE_MODE: u32 = 0o644;
 
 /// Held devices; dropping it (or the holder dying) releases them.
 #[derive(Debug)]
@@ -59,46 +66,27 @@ fn io_err(path: &Path, what: &str, e: std::io::Error) -> Error {
     Error::State(format!("cannot {what} {}: {e}", path.display()))
 }
 
-fn ensure_dir(dir: &Path) -> Result<(), Error> {
-    if !dir.is_dir() {
-        if let Some(parent) = dir.parent() {
-            if !parent.is_dir() {
-                std::fs::create_dir_all(parent)
-                    .map_err(|e| io_err(parent, "create the directory", e))?;
-                // The state directory is shared by every user, like /tmp.
-                let _ = std::fs::set_permissions(parent, std::fs::Permissions::from_mode(0o1777));
-            }
-        }
-        match std::fs::create_dir(dir) {
-            Ok(()) => {
-                // Not create_dir's mode: the umask would take the bits other users need.
-                std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o1777))
-                    .map_err(|e| io_err(dir, "set the permissions of", e))?;
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-            Err(e) => return Err(io_err(dir, "create the directory", e)),
-        }
-    }
-    Ok(())
+/// The (checked) lock directory inside the (checked) state directory `state`.
+fn open_lock_dir(state: &Path) -> Result<Dir, Error> {
+    Dir::open(state, true)?.subdir("locks", true)
 }
 
-fn open_lock_file(path: &Path) -> Result<File, Error> {
-    let f = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(0o666)
-        .custom_flags(libc::O_CLOEXEC)
-        .open(path)
-        .map_err(|e| io_err(path, "open the lock file", e))?;
-    // Creating honoured the umask; another user must still be able to open it read-write.
-    if let Ok(m) = f.metadata() {
-        if m.permissions().mode() & 0o777 != 0o666 && m.uid() == crate::procfs::current_uid() {
-            let _ = f.set_permissions(std::fs::Permissions::from_mode(0o666));
-        }
-    }
-    Ok(f)
+fn open_lock_file(dir: &Dir, name: &str) -> Result<File, Error> {
+    let path = dir.path().join(name);
+    dir.open_or_create(name, LOCK_FILE_MODE)
+        .map_err(|e| match e {
+            OpenError::NotRegular(what) => Error::State(format!(
+                "{} is {what}, not a lock file genv made, and genv does not open it; remove it (rm {})",
+                path.display(),
+                path.display()
+            )),
+            OpenError::Missing => io_err(
+                &path,
+                "open the lock file",
+                std::io::Error::from_raw_os_error(libc::ENOENT),
+            ),
+            OpenError::Denied(e) | OpenError::Io(e) => io_err(&path, "open the lock file", e),
+        })
 }
 
 /// `flock(op)`; EINTR calls `interrupted`, which may abort the wait (Ctrl-C in Python).
@@ -146,17 +134,18 @@ fn uuid_key(uuid: &str) -> String {
 
 /// Takes device `uuid` for environment `eid`; blocks while another environment holds it.
 fn acquire_one(
-    dir: &Path,
+    dir: &Dir,
     uuid: &str,
     eid: &str,
     interrupted: &mut dyn FnMut() -> Result<(), Error>,
 ) -> Result<File, Error> {
     let key = uuid_key(uuid);
-    let mutex_path = dir.join(format!("device-{key}.lock"));
+    let mutex_name = format!("device-{key}.lock");
+    let mutex_path = dir.path().join(&mutex_name);
     let prefix = format!("device-{key}.env-");
     let mine_name = format!("{prefix}{}.lock", hex(eid));
-    let mine_path = dir.join(&mine_name);
-    let mutex = open_lock_file(&mutex_path)?;
+    let mine_path = dir.path().join(&mine_name);
+    let mutex = open_lock_file(dir, &mutex_name)?;
     let wait_err = |p: &Path, e: std::io::Error| -> Error {
         if e.kind() == std::io::ErrorKind::Interrupted {
             Error::Input(format!("interrupted while waiting for the lock: {e}"))
@@ -168,22 +157,22 @@ fn acquire_one(
         flock(&mutex, libc::LOCK_EX, interrupted).map_err(|e| wait_err(&mutex_path, e))?;
         // Under the mutex from here to the unlock below.
         let owner = (|| -> Result<Option<(PathBuf, File)>, Error> {
-            let entries = std::fs::read_dir(dir).map_err(|e| io_err(dir, "read", e))?;
-            for ent in entries.flatten() {
-                let name = ent.file_name();
+            let names = dir.names().map_err(|e| io_err(dir.path(), "read", e))?;
+            for name in &names {
                 let Some(name) = name.to_str() else { continue };
                 if !name.starts_with(&prefix) || name == mine_name {
                     continue;
                 }
-                let path = ent.path();
-                let Ok(f) = open_lock_file(&path) else {
+                let path = dir.path().join(name);
+                // Only a regular file is a holder; anything else planted here is ignored.
+                let Ok(f) = dir.open_file(name, false) else {
                     continue;
                 };
                 if flock(&f, libc::LOCK_EX | libc::LOCK_NB, &mut || Ok(()))
                     .map_err(|e| io_err(&path, "lock", e))?
                 {
                     // Nobody holds it: a leftover of an environment that let go.
-                    let _ = std::fs::remove_file(&path);
+                    let _ = dir.unlink(OsStr::new(name));
                     continue;
                 }
                 return Ok(Some((path, f)));
@@ -199,7 +188,7 @@ fn acquire_one(
         };
         match owner {
             None => {
-                let r = open_lock_file(&mine_path).and_then(|f| {
+                let r = open_lock_file(dir, &mine_name).and_then(|f| {
                     flock(&f, libc::LOCK_SH, &mut || Ok(()))
                         .map(|_| f)
                         .map_err(|e| io_err(&mine_path, "lock", e))
@@ -225,11 +214,12 @@ pub fn acquire(
     devices: &[(u32, String)],
     interrupted: &mut dyn FnMut() -> Result<(), Error>,
 ) -> Result<DeviceLock, Error> {
-    acquire_in(&lock_dir(), eid, devices, interrupted)
+    acquire_in(&state_dir(), eid, devices, interrupted)
 }
 
+/// As [`acquire`], with the state directory `state` (its `locks/` is used).
 fn acquire_in(
-    dir: &Path,
+    state: &Path,
     eid: &str,
     devices: &[(u32, String)],
     interrupted: &mut dyn FnMut() -> Result<(), Error>,
@@ -240,11 +230,11 @@ fn acquire_in(
     if devs.is_empty() {
         return Ok(DeviceLock::none());
     }
-    ensure_dir(dir)?;
+    let dir = open_lock_dir(state)?;
     let mut held = Vec::with_capacity(devs.len());
     for (index, uuid) in devs {
         // On error `held` drops here and releases what was taken.
-        let f = acquire_one(dir, &uuid, eid, interrupted)?;
+        let f = acquire_one(&dir, &uuid, eid, interrupted)?;
         held.push((index, f));
     }
     Ok(DeviceLock { held })
@@ -290,7 +280,7 @@ mod tests {
         let _ = std::fs::remove_dir_all(&tmp);
         let dir = tmp.join("locks");
         let acquire = |eid: &str, d: &[(u32, String)], f: &mut dyn FnMut() -> Result<(), Error>| {
-            acquire_in(&dir, eid, d, f)
+            acquire_in(&tmp, eid, d, f)
         };
         let d0 = (0u32, "GPU-aaaa".to_string());
         let d1 = (1u32, "GPU-bbbb".to_string());
@@ -303,7 +293,7 @@ mod tests {
         // Another environment waits for both holders of "a".
         let (tx, rx) = mpsc::channel();
         let d0c = d0.clone();
-        let dirc = dir.clone();
+        let dirc = tmp.clone();
         let t = std::thread::spawn(move || {
             let l = acquire_in(&dirc, "b", &[d0c], &mut || Ok(())).unwrap();
             tx.send(()).unwrap();

@@ -323,7 +323,10 @@ impl Genv {
         }
     }
 
+    /// The tables and who is alive, for the commands that report; memory of processes that
+    /// ended is given back first, so that what they show is what is held.
     fn live_snapshot(&self) -> (Snapshot, Liveness) {
+        ledger::reap_dead(&self.store, None);
         let live = Liveness::new(&self.store);
         (self.store.snapshot(), live)
     }
@@ -548,13 +551,23 @@ impl Genv {
 
     fn info(&self, t: &Tables, slot: usize, live: Option<&Liveness>) -> EnvInfo {
         let e = &t.envs[slot];
-        let processes: Vec<u32> = if live.is_none_or(|l| l.shim_serials.contains(&e.serial)) {
+        let procs = if live.is_none_or(|l| l.shim_serials.contains(&e.serial)) {
             ledger::env_processes(&self.store, e.serial)
-                .into_iter()
-                .map(|(p, _)| p)
-                .collect()
         } else {
             Vec::new()
+        };
+        let processes: Vec<u32> = procs.iter().map(|(p, _)| *p).collect();
+        // Dead processes were reaped before (see `live_snapshot`), unless the file is read-only
+        // for us: then what the live ones hold is the figure.
+        let used = |dev: u32| {
+            if self.store.writable() {
+                ledger::env_used(&self.store, slot, e.serial, dev as usize)
+            } else {
+                procs
+                    .iter()
+                    .map(|(_, u)| u.get(dev as usize).copied().unwrap_or(0))
+                    .sum()
+            }
         };
         let name = e.name();
         EnvInfo {
@@ -574,11 +587,7 @@ impl Genv {
                 .collect(),
             processes,
             attached: e.attached().iter().map(|a| a.device).collect(),
-            used_memory: e
-                .attached()
-                .iter()
-                .map(|a| ledger::env_used(&self.store, slot, e.serial, a.device as usize))
-                .collect(),
+            used_memory: e.attached().iter().map(|a| used(a.device)).collect(),
             config: env_config(e),
             slot,
             serial: e.serial,

@@ -1,9 +1,10 @@
 //! Opening, validating, reading and writing the state file.
 
+use crate::fsafe::{Dir, OpenError};
 use crate::layout::*;
 use crate::Error;
 use std::fs::{File, OpenOptions};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{fence, Ordering};
@@ -24,8 +25,18 @@ pub fn state_path() -> PathBuf {
 /// An open, mapped and validated state file.
 pub struct Store {
     path: PathBuf,
+    /// The directory it was found in (checked, held open) and its name there.
+    dir: Dir,
+    name: String,
     file: File,
     map: memmap2::MmapRaw,
+    /// False when the file could only be opened for reading: readers work, writers refuse.
+    writable: bool,
+    /// Device and inode of the file as opened (a removed or replaced file is told by these).
+    id: (u64, u64),
+    /// Processes that still use an earlier state file of this directory (found at open by the
+    /// CLI and the SDK): while there are any, transactions refuse (see `open_at`).
+    stale_users: usize,
 }
 
 /// A heap copy of the tables (they are megabytes: never on the stack).
@@ -43,7 +54,8 @@ impl std::ops::Deref for Snapshot {
 
 pub(crate) fn zeroed_tables() -> Box<Tables> {
     let layout = std::alloc::Layout::new::<Tables>();
-    // SAFETY: Tables is plain data for which all-zero bytes are a valid value.
+    // SAFETY: Tables is plain data for which all-zero bytes are a valid value; the pointer is
+    // checked for null and has Tables' layout, so Box may own it.
     unsafe {
         let p = std::alloc::alloc_zeroed(layout) as *mut Tables;
         if p.is_null() {
@@ -58,12 +70,10 @@ struct FlockGuard<'a>(&'a File);
 impl<'a> FlockGuard<'a> {
     fn exclusive(f: &'a File) -> std::io::Result<Self> {
         loop {
-            if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) } == 0 {
-                return Ok(FlockGuard(f));
-            }
-            let e = std::io::Error::last_os_error();
-            if e.kind() != std::io::ErrorKind::Interrupted {
-                return Err(e);
+            match rustix::fs::flock(f, rustix::fs::FlockOperation::LockExclusive) {
+                Ok(()) => return Ok(FlockGuard(f)),
+                Err(rustix::io::Errno::INTR) => continue,
+                Err(e) => return Err(std::io::Error::from_raw_os_error(e.raw_os_error())),
             }
         }
     }
@@ -71,12 +81,95 @@ impl<'a> FlockGuard<'a> {
 
 impl Drop for FlockGuard<'_> {
     fn drop(&mut self) {
-        unsafe { libc::flock(self.0.as_raw_fd(), libc::LOCK_UN) };
+        let _ = rustix::fs::flock(self.0, rustix::fs::FlockOperation::Unlock);
     }
 }
 
 fn io_err(path: &Path, what: &str, e: std::io::Error) -> Error {
     Error::State(format!("cannot {what} {}: {e}", path.display()))
+}
+
+/// An open-file-description record lock on one byte at `offset` (`F_OFD_SETLK`/`F_OFD_GETLK`
+/// with `ty` `F_RDLCK`/`F_WRLCK`/`F_UNLCK`); `None` when refused. OFD locks belong to the open
+/// file description: closing another descriptor of the same file (the SDK and the shim may
+/// share a process) does not drop them, unlike classic POSIX locks, and the kernel drops them
+/// when the last descriptor goes, however the process ends.
+pub(crate) fn ofd_lock(f: &File, cmd: i32, ty: i32, offset: i64) -> Option<libc::flock> {
+    // SAFETY: all-zero is a valid `flock`; the fields are set below.
+    let mut fl: libc::flock = unsafe { std::mem::zeroed() };
+    fl.l_type = ty as _;
+    fl.l_whence = libc::SEEK_SET as _;
+    fl.l_start = offset;
+    fl.l_len = 1;
+    // SAFETY: a valid descriptor and a valid flock for the F_OFD_* commands.
+    let r = unsafe { libc::fcntl(f.as_raw_fd(), cmd, &mut fl) };
+    (r == 0).then_some(fl)
+}
+
+/// The byte at which users of the state file in directory `dir` hold their read lock: a
+/// function of the directory's identity, so that files of other directories on the same file
+/// system (several `GENV_TMPDIR`s) are not taken for earlier files of this one.
+fn user_lock_offset(dir: &Dir) -> i64 {
+    // splitmix64: stable across builds and Rust versions, unlike std's hasher.
+    let mut z = dir.dev ^ dir.ino.rotate_left(32);
+    z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^= z >> 31;
+    USER_LOCK_BASE + (z % USER_LOCK_SPAN) as i64
+}
+
+/// The inodes of the files on which processes hold the users' lock of `dir`, one entry per
+/// holder (from /proc/locks, which every user may read; OFD locks show no pid there).
+fn lock_holders(dir: &Dir) -> Vec<u64> {
+    let Ok(text) = std::fs::read_to_string("/proc/locks") else {
+        return Vec::new();
+    };
+    let want = user_lock_offset(dir) as u64;
+    let (maj, min) = (libc::major(dir.dev) as u64, libc::minor(dir.dev) as u64);
+    text.lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            // "N: OFDLCK ADVISORY READ -1 fe:00:1234 START END"; waiters have "->" after "N:".
+            if f.len() < 8 || f[1] != "OFDLCK" {
+                return None;
+            }
+            let mut id = f[5].split(':');
+            let ma = u64::from_str_radix(id.next()?, 16).ok()?;
+            let mi = u64::from_str_radix(id.next()?, 16).ok()?;
+            let ino: u64 = id.next()?.parse().ok()?;
+            (ma == maj && mi == min && f[6].parse::<u64>().ok()? == want).then_some(ino)
+        })
+        .collect()
+}
+
+fn processes(n: usize) -> String {
+    if n == 1 {
+        "1 process".into()
+    } else {
+        format!("{n} processes")
+    }
+}
+
+/// Fills a fresh file with real blocks, so that a full disk is an error now rather than a
+/// SIGBUS in whichever process first touches a page of a sparse file.
+fn allocate(f: &File, len: u64) -> std::io::Result<()> {
+    match rustix::fs::fallocate(f, rustix::fs::FallocateFlags::empty(), 0, len) {
+        Ok(()) => Ok(()),
+        Err(rustix::io::Errno::OPNOTSUPP | rustix::io::Errno::NOSYS) => {
+            // A file system without fallocate: write the zeros.
+            use std::os::unix::fs::FileExt;
+            let zeros = vec![0u8; 1 << 20];
+            let mut off = 0u64;
+            while off < len {
+                let n = (len - off).min(zeros.len() as u64) as usize;
+                f.write_all_at(&zeros[..n], off)?;
+                off += n as u64;
+            }
+            Ok(())
+        }
+        Err(e) => Err(std::io::Error::from_raw_os_error(e.raw_os_error())),
+    }
 }
 
 impl Store {
@@ -85,47 +178,82 @@ impl Store {
         Self::open_at(&state_path(), true)
     }
 
-    /// Opens the state file at `path`; creates it when `create` and it does not exist.
+    /// Opens the state file at `path`; creates it when `create` and it does not exist. Every
+    /// directory on the way is checked and nothing but a regular file is opened (fsafe.rs). A
+    /// file that cannot be opened for writing is opened read-only: readers work, writers get
+    /// one line. With `create` (the CLI, the SDK), a removed or replaced file that processes
+    /// still use is noticed: no new file is made, and transactions refuse (see
+    /// `stale_users`), so that nothing hands out GPUs those processes hold.
     pub fn open_at(path: &Path, create: bool) -> Result<Store, Error> {
-        let file = match OpenOptions::new()
-            .read(true)
-            .write(true)
-            .custom_flags(libc::O_CLOEXEC)
-            .open(path)
-        {
-            Ok(f) => f,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound && create => {
-                Self::create(path)?;
-                OpenOptions::new()
-                    .read(true)
-                    .write(true)
-                    .custom_flags(libc::O_CLOEXEC)
-                    .open(path)
-                    .map_err(|e| io_err(path, "open", e))?
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(Error::State(format!(
-                    "state file {} does not exist; run `genv activate` to create it",
-                    path.display()
-                )))
-            }
-            Err(e) => return Err(io_err(path, "open", e)),
+        let dir_path = match path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
         };
-        let len = file.metadata().map_err(|e| io_err(path, "read", e))?.len() as usize;
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .ok_or_else(|| Error::State(format!("{} does not name a state file", path.display())))?
+            .to_string();
+        let dir = Dir::open(dir_path, create)?;
         let way_out = format!(
             "remove it (rm {}) to start afresh; this forgets every environment on this machine",
             path.display()
         );
+        let mut created = false;
+        let (file, writable) = loop {
+            let e = match dir.open_file(&name, true) {
+                Ok(f) => break (f, true),
+                Err(OpenError::Denied(_)) => match dir.open_file(&name, false) {
+                    Ok(f) => break (f, false),
+                    Err(e) => e,
+                },
+                Err(e) => e,
+            };
+            match e {
+                OpenError::Missing if create && !created => {
+                    let holders = lock_holders(&dir);
+                    if !holders.is_empty() && dir.entry_id(&name).is_none() {
+                        return Err(Error::State(format!(
+                            "state file {} was removed while {} still use it: genv will not                              start a new one, which would hand out the GPUs they hold; let them                              end (they keep working; `lsof +L1` lists them), then retry",
+                            path.display(),
+                            processes(holders.len())
+                        )));
+                    }
+                    if dir.entry_id(&name).is_none() {
+                        Self::create(&dir, &name, path)?;
+                    }
+                    created = true;
+                }
+                OpenError::Missing => {
+                    return Err(Error::State(format!(
+                        "state file {} does not exist; run `genv activate` to create it",
+                        path.display()
+                    )))
+                }
+                OpenError::NotRegular(what) => {
+                    return Err(Error::State(format!(
+                        "{} is {what}, not a genv state file, and genv does not open it; {way_out}",
+                        path.display()
+                    )))
+                }
+                OpenError::Denied(e) | OpenError::Io(e) => return Err(io_err(path, "open", e)),
+            }
+        };
+        let len = file.metadata().map_err(|e| io_err(path, "read", e))?.len() as usize;
         if len < HEADER_SIZE {
             return Err(Error::State(format!(
                 "state file {} is truncated ({len} bytes); {way_out}",
                 path.display()
             )));
         }
-        let map = memmap2::MmapOptions::new()
-            .len(len)
-            .map_raw(&file)
-            .map_err(|e| io_err(path, "map", e))?;
+        let mut opts = memmap2::MmapOptions::new();
+        opts.len(len);
+        let map = if writable {
+            opts.map_raw(&file)
+        } else {
+            opts.map_raw_read_only(&file)
+        }
+        .map_err(|e| io_err(path, "map", e))?;
         // SAFETY: the mapping is at least HEADER_SIZE bytes; Header is plain data.
         let h = unsafe { &*(map.as_ptr() as *const Header) };
         if h.magic != MAGIC {
@@ -161,37 +289,59 @@ impl Store {
                 path.display()
             )));
         }
+        let st = rustix::fs::fstat(&file).map_err(|e| {
+            io_err(
+                path,
+                "read",
+                std::io::Error::from_raw_os_error(e.raw_os_error()),
+            )
+        })?;
+        let id = (st.st_dev, st.st_ino);
+        // Say "I use this file" where every user can see it (see `lock_holders`).
+        let _ = ofd_lock(
+            &file,
+            libc::F_OFD_SETLK,
+            libc::F_RDLCK,
+            user_lock_offset(&dir),
+        );
+        let stale_users = if create {
+            lock_holders(&dir)
+                .iter()
+                .filter(|&&ino| ino != id.1)
+                .count()
+        } else {
+            0
+        };
         Ok(Store {
             path: path.to_path_buf(),
+            dir,
+            name,
             file,
             map,
+            writable,
+            id,
+            stale_users,
         })
     }
 
-    /// Creates a fresh file beside the target and renames it into place, so that no process
-    /// ever sees a half-initialised file; readable and writable by every user (see ARCHITECTURE.md).
-    fn create(path: &Path) -> Result<(), Error> {
-        let dir = path.parent().unwrap_or(Path::new("."));
-        if !dir.exists() {
-            std::fs::create_dir_all(dir).map_err(|e| io_err(dir, "create directory", e))?;
-            // Shared by all users like /tmp; chmod because umask narrows mkdir's mode.
-            let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o1777));
-        }
-        let tmp = dir.join(format!(".state.v1.{}.tmp", std::process::id()));
-        let f = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .mode(0o666)
-            .custom_flags(libc::O_CLOEXEC)
-            .open(&tmp)
-            .map_err(|e| io_err(&tmp, "create", e))?;
+    /// Makes a fresh file beside the target, fully allocated and initialised, and links it into
+    /// place, so that no process ever sees a half-made file; readable and writable by every
+    /// user (see ARCHITECTURE.md). If another process links its file first, theirs stands.
+    fn create(dir: &Dir, name: &str, path: &Path) -> Result<(), Error> {
+        let tmp = format!(
+            ".{name}.{}.{:016x}.tmp",
+            std::process::id(),
+            crate::fsafe::random_u64()
+        );
+        let tmp_path = dir.path().join(&tmp);
+        let f = dir
+            .create_new(&tmp, 0o666)
+            .map_err(|e| io_err(&tmp_path, "create", e))?;
         let result = (|| -> std::io::Result<()> {
-            f.set_permissions(std::fs::Permissions::from_mode(0o666))?;
-            f.set_len(FILE_SIZE as u64)?;
-            let map = memmap2::MmapOptions::new().len(HEADER_SIZE).map_raw(&f)?;
-            // SAFETY: fresh zeroed file of at least HEADER_SIZE bytes, not shared yet.
-            let h = unsafe { &mut *(map.as_ptr() as *mut Header) };
+            allocate(&f, FILE_SIZE as u64)?;
+            // SAFETY: Header is plain data (integers and atomics) for which zero is valid.
+            let mut h: Header = unsafe { std::mem::zeroed() };
+            h.magic = MAGIC;
             h.version = VERSION;
             h.header_size = HEADER_SIZE as u32;
             h.file_size = FILE_SIZE as u64;
@@ -201,18 +351,79 @@ impl Store {
             h.max_procs = MAX_PROCS as u32;
             h.tables_size = TABLES_SIZE as u64;
             h.ledger_size = LEDGER_SIZE as u64;
-            fence(Ordering::SeqCst);
-            h.magic = MAGIC;
-            map.flush()?;
-            // link() fails if another process created the file first: then theirs stands.
-            match std::fs::hard_link(&tmp, path) {
+            h.instance = crate::fsafe::random_u64() | 1;
+            // SAFETY: reading the bytes of a plain-data value we own.
+            let bytes = unsafe {
+                std::slice::from_raw_parts(
+                    &h as *const Header as *const u8,
+                    std::mem::size_of::<Header>(),
+                )
+            };
+            use std::os::unix::fs::FileExt;
+            f.write_all_at(bytes, 0)?;
+            match dir.link(&tmp, name) {
                 Ok(()) => Ok(()),
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
                 Err(e) => Err(e),
             }
         })();
-        let _ = std::fs::remove_file(&tmp);
-        result.map_err(|e| io_err(path, "create", e))
+        let _ = dir.unlink(std::ffi::OsStr::new(&tmp));
+        result.map_err(|e| {
+            if e.raw_os_error() == Some(libc::ENOSPC) || e.raw_os_error() == Some(libc::EDQUOT) {
+                Error::State(format!(
+                    "cannot create the state file {}: {e} (it needs {} MiB); free space in {} \
+                     or point GENV_TMPDIR elsewhere",
+                    path.display(),
+                    FILE_SIZE.div_ceil(1 << 20),
+                    dir.path().display()
+                ))
+            } else {
+                io_err(path, "create", e)
+            }
+        })
+    }
+
+    /// Whether the file at the path is not this one any more (removed, or replaced by another).
+    /// One `fstatat`: for cold paths (the shim's initialisation points, the CLI).
+    pub fn replaced(&self) -> bool {
+        self.dir.entry_id(&self.name) != Some(self.id)
+    }
+
+    /// The random instance id of this file (0 for files made before there was one).
+    pub fn instance(&self) -> u64 {
+        self.header().instance
+    }
+
+    /// Whether this process may write the file (it was opened read-write).
+    pub fn writable(&self) -> bool {
+        self.writable
+    }
+
+    /// A new open file description of this very file (not of whatever the path names now), for
+    /// locks that must live exactly as long as their owner (the ledger's process slots).
+    pub(crate) fn reopen(&self) -> Option<File> {
+        if !self.writable {
+            return None;
+        }
+        let same = |f: &File| {
+            rustix::fs::fstat(f)
+                .ok()
+                .is_some_and(|st| (st.st_dev, st.st_ino) == self.id)
+        };
+        // /proc/self/fd/N opens the inode itself, even if the path was removed or replaced.
+        let proc_path = format!("/proc/self/fd/{}", self.file.as_raw_fd());
+        if let Ok(f) = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(libc::O_CLOEXEC)
+            .open(proc_path)
+        {
+            if same(&f) {
+                return Some(f);
+            }
+        }
+        let f = self.dir.open_file(&self.name, true).ok()?;
+        same(&f).then_some(f)
     }
 
     pub fn path(&self) -> &Path {
@@ -236,6 +447,40 @@ impl Store {
     pub fn ledger(&self) -> &Ledger {
         // SAFETY: inside the validated mapping; Ledger is atomics only.
         unsafe { &*(self.map.as_ptr().add(LEDGER_OFFSET) as *const Ledger) }
+    }
+
+    /// Refuses, with the reason, when this process must not write the file: it is read-only for
+    /// it, or processes still use an earlier file of this directory.
+    pub fn check_writable(&self) -> Result<(), Error> {
+        if !self.writable {
+            let who = self
+                .file
+                .metadata()
+                .map(|m| {
+                    use std::os::unix::fs::MetadataExt;
+                    format!(
+                        " (it belongs to {}({}) with mode {:04o})",
+                        crate::procfs::user_name(m.uid()),
+                        m.uid(),
+                        m.mode() & 0o7777
+                    )
+                })
+                .unwrap_or_default();
+            return Err(Error::State(format!(
+                "state file {} is read-only for you{who}: genv can show it but not change it",
+                self.path.display()
+            )));
+        }
+        if self.stale_users > 0 {
+            return Err(Error::State(format!(
+                "state file {} was replaced while {} still use the previous one: genv will not \
+                 change this one, which does not know the GPUs they hold; let them end (they keep \
+                 working; `lsof +L1` lists them), then retry",
+                self.path.display(),
+                processes(self.stale_users)
+            )));
+        }
+        Ok(())
     }
 
     /// The write generation: changes whenever the tables change. One atomic load.
@@ -276,6 +521,7 @@ impl Store {
                 g2.wrapping_sub(g1) <= 1
             };
             if ok {
+                out.sanitize();
                 return g1;
             }
             std::hint::spin_loop();
@@ -288,7 +534,17 @@ impl Store {
         &self,
         f: impl FnOnce(&mut Tables) -> Result<T, Error>,
     ) -> Result<T, Error> {
+        self.check_writable()?;
         let _g = FlockGuard::exclusive(&self.file).map_err(|e| io_err(&self.path, "lock", e))?;
+        // A file shrunk since it was opened would fault on the first write past its end.
+        let len = self.file.metadata().map(|m| m.len()).unwrap_or(0);
+        if len < FILE_SIZE as u64 {
+            return Err(Error::State(format!(
+                "state file {} was truncated ({len} bytes) while in use; remove it (rm {}) to start afresh",
+                self.path.display(),
+                self.path.display()
+            )));
+        }
         let h = self.header();
         let cur = h.active.load(Ordering::SeqCst) as usize & 1;
         let next = cur ^ 1;
@@ -309,6 +565,8 @@ impl Store {
                 e.serial = 0;
             }
         }
+        // Whatever a flipped byte left in the file is brought back within bounds first.
+        dst.sanitize();
         match f(dst) {
             Ok(v) => {
                 // Keep the hwm tight so readers copy little.

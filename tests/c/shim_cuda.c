@@ -6,8 +6,12 @@
  *            CUDA version (cuda-bindings).
  * Commands (second argument on):
  *   view                          count, then per device: uuid, bus id, total; memory info
- *   alloc KIND BYTES COUNT [hold] COUNT allocations of BYTES; "hold" waits for stdin to close
- *                                 before freeing (the test kills or releases the process)
+ *   alloc KIND BYTES COUNT [hold|leave]
+ *                                 COUNT allocations of BYTES; "hold" waits for stdin to close
+ *                                 before freeing (the test kills or releases the process);
+ *                                 "leave" exits normally without freeing
+ *   watch                         prints `held`, then for every line read on stdin calls cuInit
+ *                                 again (an initialisation point) and prints memory info
  *   fill KIND CHUNK               allocates CHUNK at a time until refused
  *   bus BUSID                     cuDeviceGetByPCIBusId
  *   uuid UUID                     the ordinal whose UUID is UUID, or -1
@@ -273,6 +277,10 @@ int main(int argc, char **argv) {
         }
         printf("ok %d err %d\n", ok, r);
         meminfo("mem");
+        if (argc > 6 && !strcmp(argv[6], "leave")) {
+            fflush(stdout);
+            exit(0);
+        }
         if (argc > 6 && !strcmp(argv[6], "hold")) {
             printf("held\n");
             char buf[64];
@@ -281,6 +289,17 @@ int main(int argc, char **argv) {
         for (int i = 0; i < ok; i++) free_one(&as[i]);
         printf("freed %d\n", ok);
         meminfo("mem");
+        return 0;
+    }
+    if (!strcmp(cmd, "watch")) {
+        printf("held\n");
+        fflush(stdout);
+        char line[256];
+        while (fgets(line, sizeof line, stdin)) {
+            f.cuInit(0);
+            meminfo("mem");
+            fflush(stdout);
+        }
         return 0;
     }
     if (!strcmp(cmd, "fill") && argc > 4) {

@@ -446,3 +446,93 @@ pub fn wait_for(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Other users (the tests run as root in CI and switch to real second and third users).
+
+/// A user of the machine for a test.
+#[derive(Clone, Debug)]
+pub struct User {
+    pub uid: u32,
+    pub gid: u32,
+    pub name: String,
+}
+
+/// A user for the test: an existing or freshly made `name`, else a bare uid without a passwd
+/// entry (genv then shows the uid as the name).
+pub fn user(name: &str, fallback_uid: u32) -> User {
+    let lookup = |n: &str| -> Option<(u32, u32)> {
+        let out = Command::new("id").args(["-u", n]).output().ok()?;
+        let uid = String::from_utf8_lossy(&out.stdout).trim().parse().ok()?;
+        let out = Command::new("id").args(["-g", n]).output().ok()?;
+        let gid = String::from_utf8_lossy(&out.stdout).trim().parse().ok()?;
+        Some((uid, gid))
+    };
+    if lookup(name).is_none() {
+        let _ = Command::new("useradd")
+            .args(["-M", "-s", "/usr/sbin/nologin", name])
+            .output();
+    }
+    match lookup(name) {
+        Some((uid, gid)) => User {
+            uid,
+            gid,
+            name: name.to_string(),
+        },
+        None => User {
+            uid: fallback_uid,
+            gid: fallback_uid,
+            name: fallback_uid.to_string(),
+        },
+    }
+}
+
+/// Whether we can run commands as other users; prints why not.
+pub fn can_switch_users() -> bool {
+    if unsafe { libc::geteuid() } != 0 {
+        println!("SKIPPED: switching users needs root (the tests run as root in CI)");
+        return false;
+    }
+    if !have("setpriv") {
+        println!("SKIPPED: setpriv (util-linux) is not installed");
+        return false;
+    }
+    true
+}
+
+/// A command run as `u` with umask 077 (the most restrictive a user could have).
+pub fn as_user(sb: &Sandbox, u: &User, program: &str) -> Command {
+    let mut c = sb.command("setpriv");
+    c.args([
+        format!("--reuid={}", u.uid),
+        format!("--regid={}", u.gid),
+        "--clear-groups".into(),
+        "--".into(),
+        "sh".into(),
+        "-c".into(),
+        "umask 077; exec \"$@\"".into(),
+        "sh".into(),
+        program.into(),
+    ]);
+    c
+}
+
+pub fn genv_as(sb: &Sandbox, u: &User, eid: Option<&str>, args: &[&str]) -> Out {
+    let mut c = as_user(sb, u, genv_bin().to_str().unwrap());
+    c.args(args);
+    if let Some(e) = eid {
+        c.env("GENV_ENVIRONMENT_ID", e);
+    }
+    Sandbox::output(c)
+}
+
+/// An environment of user `u`, held by a process of `u`.
+pub fn env_as(sb: &Sandbox, u: &User, args: &[&str]) -> Env {
+    let holder = Holder::spawn_cmd(as_user(sb, u, "sleep"));
+    let pid = holder.pid().to_string();
+    let mut all = vec!["activate"];
+    all.extend_from_slice(args);
+    all.extend_from_slice(&["--shell", "bash", "--shell-pid", &pid]);
+    genv_as(sb, u, None, &all).ok();
+    Env { eid: pid, holder }
+}
