@@ -548,42 +548,44 @@ impl Store {
         let h = self.header();
         let cur = h.active.load(Ordering::SeqCst) as usize & 1;
         let next = cur ^ 1;
-        h.generation.fetch_add(1, Ordering::SeqCst);
-        // SAFETY: only the flock holder writes the inactive copy.
-        let dst = unsafe { &mut *self.tables_ptr(next) };
+        // `f` works on a private copy: nothing written into the shared file meanwhile (a
+        // hostile edit) can change what it sees half-way, and whatever a flipped byte left in
+        // the file is brought back within bounds first.
+        let mut work = zeroed_tables();
+        // SAFETY: the active copy lies inside the validated mapping and holds plain data; the
+        // copy is bounded by the (clamped) high-water mark and `work` is a whole Tables.
         unsafe {
             let src = self.tables_ptr(cur);
-            let hwm = ((*src).env_hwm as usize).min(MAX_ENVS);
-            let old_hwm = (dst.env_hwm as usize).min(MAX_ENVS);
+            let hwm = (std::ptr::read_volatile(std::ptr::addr_of!((*src).env_hwm)) as usize)
+                .min(MAX_ENVS);
             std::ptr::copy_nonoverlapping(
                 src as *const u8,
-                dst as *mut Tables as *mut u8,
+                &mut *work as *mut Tables as *mut u8,
                 tables_prefix_len(hwm),
             );
-            // Slots past the hwm must be free in the copy too.
-            for e in &mut dst.envs[hwm..old_hwm.max(hwm)] {
-                e.serial = 0;
-            }
         }
-        // Whatever a flipped byte left in the file is brought back within bounds first.
-        dst.sanitize();
-        match f(dst) {
-            Ok(v) => {
-                // Keep the hwm tight so readers copy little.
-                let mut hwm = (dst.env_hwm as usize).min(MAX_ENVS);
-                while hwm > 0 && !dst.envs[hwm - 1].is_used() {
-                    hwm -= 1;
-                }
-                dst.env_hwm = hwm as u32;
-                fence(Ordering::SeqCst);
-                h.active.store(next as u32, Ordering::SeqCst);
-                h.generation.fetch_add(1, Ordering::SeqCst);
-                Ok(v)
-            }
-            Err(e) => {
-                h.generation.fetch_add(1, Ordering::SeqCst);
-                Err(e)
-            }
+        work.sanitize();
+        let v = f(&mut work)?;
+        // Keep the hwm tight so readers copy little.
+        let mut hwm = (work.env_hwm as usize).min(MAX_ENVS);
+        while hwm > 0 && !work.envs[hwm - 1].is_used() {
+            hwm -= 1;
         }
+        work.env_hwm = hwm as u32;
+        // The seqlock: readers retry if the generation moved by two or more while they copied.
+        h.generation.fetch_add(1, Ordering::SeqCst);
+        // SAFETY: only the flock holder writes the inactive copy, which lies inside the mapping;
+        // readers only read below the hwm, which this copies whole.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                &*work as *const Tables as *const u8,
+                self.tables_ptr(next) as *mut u8,
+                tables_prefix_len(hwm),
+            );
+        }
+        fence(Ordering::SeqCst);
+        h.active.store(next as u32, Ordering::SeqCst);
+        h.generation.fetch_add(1, Ordering::SeqCst);
+        Ok(v)
     }
 }

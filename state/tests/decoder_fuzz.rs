@@ -22,14 +22,19 @@ fn gpus() -> Vec<Gpu> {
         .collect()
 }
 
-/// A state file with a few environments, made once; each case starts from its bytes.
-fn pristine() -> &'static (PathBuf, Vec<u8>) {
-    static P: OnceLock<(PathBuf, Vec<u8>)> = OnceLock::new();
-    P.get_or_init(|| {
-        let dir = std::env::temp_dir().join(format!("genv-decoder-fuzz-{}", std::process::id()));
+fn dir() -> PathBuf {
+    std::env::temp_dir().join(format!("genv-decoder-fuzz-{}", std::process::id()))
+}
+
+/// The bytes of a state file with a few environments, made once; each case starts from them,
+/// in a file of its test's own (`name`), written back whole.
+fn pristine(name: &str) -> (PathBuf, &'static [u8]) {
+    static P: OnceLock<Vec<u8>> = OnceLock::new();
+    let bytes = P.get_or_init(|| {
+        let dir = dir();
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("state.v1");
+        let path = dir.join("made.v1");
         let g = Genv::with_store(Store::open_at(&path, true).unwrap());
         let me = Caller::current();
         let pid = std::process::id();
@@ -44,9 +49,13 @@ fn pristine() -> &'static (PathBuf, Vec<u8>) {
                 .unwrap();
         }
         drop(g);
-        let bytes = std::fs::read(&path).unwrap();
-        (path, bytes)
-    })
+        std::fs::read(&path).unwrap()
+    });
+    let dir = dir().join(name);
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("state.v1");
+    std::fs::write(&path, bytes).unwrap();
+    (path, bytes)
 }
 
 /// Offsets worth flipping: anywhere in the header and in the used part of both table copies.
@@ -113,21 +122,19 @@ proptest! {
 
     #[test]
     fn flipped_bytes_never_panic(flips in proptest::collection::vec((offset(), 1u8..=255), 1..48)) {
-        let (path, bytes) = pristine();
-        let f = std::fs::OpenOptions::new().write(true).open(path).unwrap();
-        f.write_all_at(bytes, 0).unwrap();
+        let (path, bytes) = pristine("flips");
+        let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
         for (off, x) in &flips {
             f.write_all_at(&[bytes[*off as usize] ^ x], *off).unwrap();
         }
-        exercise(path);
+        exercise(&path);
     }
 
     #[test]
     fn random_tables_never_panic(seed in any::<u64>(), n_devices in any::<u32>(), hwm in any::<u32>()) {
         // Whole records of noise, with the counts that bound everything set to anything.
-        let (path, bytes) = pristine();
-        let f = std::fs::OpenOptions::new().write(true).open(path).unwrap();
-        f.write_all_at(bytes, 0).unwrap();
+        let (path, _) = pristine("noise");
+        let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
         let mut x = seed | 1;
         let mut noise = vec![0u8; tables_prefix_len(8)];
         for b in noise.iter_mut() {
@@ -142,6 +149,31 @@ proptest! {
         f.write_all_at(&n_devices.to_ne_bytes(), base + std::mem::offset_of!(Tables, n_devices) as u64).unwrap();
         f.write_all_at(&hwm.to_ne_bytes(), base + std::mem::offset_of!(Tables, env_hwm) as u64).unwrap();
         f.write_all_at(&(which as u32).to_ne_bytes(), std::mem::offset_of!(Header, active) as u64).unwrap();
-        exercise(path);
+        exercise(&path);
+    }
+
+    #[test]
+    fn bytes_flipped_while_in_use_never_panic(seed in any::<u64>()) {
+        // A hostile user editing the shared file while genv reads and writes it.
+        let (path, bytes) = pristine("live");
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flipper = {
+            let (path, stop) = (path.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+                let used = tables_prefix_len(4) as u64;
+                let mut x = seed | 1;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    let off = TABLES_OFFSET[(x >> 63) as usize] as u64 + x % used;
+                    let _ = f.write_all_at(&[bytes[off as usize] ^ (x >> 40) as u8 | 1], off);
+                }
+            })
+        };
+        exercise(&path);
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        flipper.join().unwrap();
     }
 }

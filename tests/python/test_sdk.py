@@ -389,6 +389,32 @@ def test_lock_outside_or_without_devices_is_a_noop(g):
     assert g.genv("lock", "--", "sh", "-c", "exit 3", check=False).returncode == 3
 
 
+def test_lock_never_follows_a_planted_link(g, tmp_path):
+    # A private file that a link planted under a lock file's name points to: genv.sdk.lock()
+    # must refuse it (one message), never open or chmod it. (Other users planting it:
+    # tests/tests/hostile_files.rs; the CLI and the SDK share genv_state::lock.)
+    secret = tmp_path / "secret"
+    secret.write_text("secret\n")
+    secret.chmod(0o600)
+    uuid = g.devices()[0]["uuid"]
+    locks = g.state / "locks"
+    locks.mkdir()
+    locks.chmod(0o1777)
+    (locks / f"device-{uuid}.lock").symlink_to(secret)
+    g.py("""
+        import genv.sdk as s
+        with s.activate(config=s.Env.Config(gpus=1)):
+            assert s.attached() == [0]
+            try:
+                with s.lock():
+                    raise AssertionError("locked through a planted link")
+            except RuntimeError as e:
+                assert "is a symbolic link" in str(e) and "device-" in str(e), e
+    """)
+    assert secret.stat().st_mode & 0o7777 == 0o600
+    assert secret.read_text() == "secret\n"
+
+
 # Takes the lock in environment argv[1] (joined with eid), reports, and holds it until told.
 LOCKER = """
 import sys, genv.sdk as s

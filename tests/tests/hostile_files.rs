@@ -78,18 +78,13 @@ fn uuid0(sb: &Sandbox) -> String {
     sb.devices_json()[0]["uuid"].as_str().unwrap().to_string()
 }
 
-/// Runs `genv lock -- true` as `u` in `eid` with a time limit (a FIFO must not hang it).
-fn lock_as(sb: &Sandbox, u: &User, eid: &str) -> Out {
-    let mut c = as_user(sb, u, "timeout");
-    c.args(["20", genv_bin().to_str().unwrap(), "lock", "--", "true"])
-        .env("GENV_ENVIRONMENT_ID", eid);
-    let out = Sandbox::output(c);
-    assert_ne!(out.code, Some(124), "genv lock hung: {out:#?}");
-    out
-}
-
-fn lock_as_root(sb: &Sandbox, eid: &str) -> Out {
-    let mut c = sb.command("timeout");
+/// Runs `genv lock -- true` as `u` (root when `None`) in `eid` with a time limit (a FIFO must
+/// not hang it).
+fn lock_as(sb: &Sandbox, u: Option<&User>, eid: &str) -> Out {
+    let mut c = match u {
+        Some(u) => as_user(sb, u, "timeout"),
+        None => sb.command("timeout"),
+    };
     c.args(["20", genv_bin().to_str().unwrap(), "lock", "--", "true"])
         .env("GENV_ENVIRONMENT_ID", eid);
     let out = Sandbox::output(c);
@@ -118,13 +113,13 @@ fn lock_directory_made_by_another_user_is_refused() {
             h = hex(&env.eid)
         ),
     );
-    let line = lock_as(sb, &w.victim, &env.eid).fails_with("is not safe for genv");
+    let line = lock_as(sb, Some(&w.victim), &env.eid).fails_with("is not safe for genv");
     assert!(line.contains(locks.to_str().unwrap()), "{line}");
     assert!(line.contains(&w.attacker.name), "names the owner: {line}");
     intact(&secret, w.victim.uid);
     // Not writable by others, but the attacker's: refused as well.
     std::fs::set_permissions(&locks, std::fs::Permissions::from_mode(0o755)).unwrap();
-    lock_as(sb, &w.victim, &env.eid).fails_with("is not safe for genv");
+    lock_as(sb, Some(&w.victim), &env.eid).fails_with("is not safe for genv");
     intact(&secret, w.victim.uid);
     // Root is refused the same way, and its files are as safe.
     let root_secret = secret_of(sb, &User::root(), "root-secret");
@@ -139,7 +134,7 @@ fn lock_directory_made_by_another_user_is_refused() {
         ),
     );
     let root_env = sb.env(&["--gpus", "1"]);
-    lock_as_root(sb, &root_env.eid).fails_with("is not safe for genv");
+    lock_as(sb, None, &root_env.eid).fails_with("is not safe for genv");
     intact(&root_secret, 0);
     // The victim's environment is as it was.
     assert_eq!(sb.env_json(&env.eid).unwrap()["attached"][0], 0);
@@ -169,11 +164,11 @@ fn links_and_fifos_in_a_shared_lock_directory_are_never_followed() {
             s = secret.display()
         ),
     );
-    let line = lock_as(sb, &w.victim, &env.eid).fails_with("is a symbolic link");
+    let line = lock_as(sb, Some(&w.victim), &env.eid).fails_with("is a symbolic link");
     assert!(line.contains(&format!("device-{uuid}.lock")), "{line}");
     intact(&secret, w.victim.uid);
     let root_env = sb.env(&["--gpus", "1", "--over-subscribe", "--gpu-memory", "1gi"]);
-    lock_as_root(sb, &root_env.eid).fails_with("is a symbolic link");
+    lock_as(sb, None, &root_env.eid).fails_with("is a symbolic link");
     intact(&secret, w.victim.uid);
 
     // A FIFO in its place: refused at once, not waited on.
@@ -185,7 +180,7 @@ fn links_and_fifos_in_a_shared_lock_directory_are_never_followed() {
             l = locks.display()
         ),
     );
-    lock_as(sb, &w.victim, &env.eid).fails_with("is a FIFO");
+    lock_as(sb, Some(&w.victim), &env.eid).fails_with("is a FIFO");
 
     // The victim's own per-environment file planted as a link: refused, target untouched.
     sh_as(
@@ -198,7 +193,7 @@ fn links_and_fifos_in_a_shared_lock_directory_are_never_followed() {
             h = hex(&env.eid)
         ),
     );
-    lock_as(sb, &w.victim, &env.eid).fails_with("is a symbolic link");
+    lock_as(sb, Some(&w.victim), &env.eid).fails_with("is a symbolic link");
     intact(&root_secret, 0);
 
     // Links planted under other environments' names are not holders: ignored, and the lock
@@ -216,14 +211,14 @@ fn links_and_fifos_in_a_shared_lock_directory_are_never_followed() {
             y = hex("yyy")
         ),
     );
-    lock_as(sb, &w.victim, &env.eid).ok();
+    lock_as(sb, Some(&w.victim), &env.eid).ok();
     let other = env_as(
         sb,
         &w.other,
         &["--gpus", "1", "--over-subscribe", "--gpu-memory", "1gi"],
     );
     assert_eq!(sb.env_json(&other.eid).unwrap()["attached"][0], 0);
-    lock_as(sb, &w.other, &other.eid).ok();
+    lock_as(sb, Some(&w.other), &other.eid).ok();
     intact(&secret, w.victim.uid);
     // What genv made there itself is readable by all, writable by nobody else.
     let mutex = std::fs::metadata(locks.join(format!("device-{uuid}.lock"))).unwrap();
@@ -239,7 +234,7 @@ fn links_and_fifos_in_a_shared_lock_directory_are_never_followed() {
         &w.attacker,
         &format!("ln -s {} {}", victim_dir.display(), locks.display()),
     );
-    lock_as(sb, &w.victim, &env.eid).fails_with("is a symbolic link");
+    lock_as(sb, Some(&w.victim), &env.eid).fails_with("is a symbolic link");
     assert_eq!(std::fs::read_dir(&victim_dir).unwrap().count(), 0);
 }
 
@@ -543,7 +538,7 @@ fn lock_waits_are_not_broken_by_planted_files() {
     );
     let uuid = uuid0(sb);
     let locks = sb.tmpdir.join("locks");
-    lock_as(sb, &w.victim, &a.eid).ok();
+    lock_as(sb, Some(&w.victim), &a.eid).ok();
     sh_as(
         sb,
         &w.attacker,
@@ -562,7 +557,7 @@ fn lock_waits_are_not_broken_by_planted_files() {
     let mut holder = holder.spawn().unwrap();
     std::thread::sleep(Duration::from_millis(500));
     let t0 = std::time::Instant::now();
-    lock_as(sb, &w.other, &b.eid).ok();
+    lock_as(sb, Some(&w.other), &b.eid).ok();
     assert!(
         t0.elapsed() >= Duration::from_millis(500),
         "b did not wait for a ({:?})",

@@ -22,6 +22,52 @@ fn holding(sb: &Sandbox, eid: &str, bytes: u64) -> Held {
     h
 }
 
+/// A long-lived CUDA process of environment `eid` (shim_cuda `watch`): each [`Watch::report`]
+/// makes it pass an initialisation point and report its memory info.
+struct Watch {
+    child: std::process::Child,
+    to: std::process::ChildStdin,
+    from: std::io::Lines<BufReader<std::process::ChildStdout>>,
+}
+
+impl Watch {
+    fn spawn(sb: &Sandbox, eid: &str) -> Watch {
+        let mut c = under_shim(sb, eid, shim_cuda());
+        c.args(["link", "watch"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = c.spawn().unwrap();
+        let to = child.stdin.take().unwrap();
+        let mut from = BufReader::new(child.stdout.take().unwrap()).lines();
+        assert!(from.by_ref().map_while(Result::ok).any(|l| l == "held"));
+        Watch { child, to, from }
+    }
+
+    /// (result, free, total) of cuMemGetInfo, after a cuInit.
+    fn report(&mut self) -> (i32, u64, u64) {
+        self.to.write_all(b"\n").unwrap();
+        let l = self.from.next().unwrap().unwrap();
+        let f: Vec<&str> = l.split_whitespace().collect();
+        assert_eq!(f[0], "mem", "{l}");
+        (
+            f[1].parse().unwrap(),
+            f[2].parse().unwrap(),
+            f[3].parse().unwrap(),
+        )
+    }
+
+    /// Ends it; returns whether it succeeded and its stderr.
+    fn finish(self) -> (bool, String) {
+        drop(self.to);
+        let out = self.child.wait_with_output().unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+}
+
 #[test]
 fn removed_state_in_use_is_not_started_afresh() {
     let sb = Sandbox::new();
@@ -57,18 +103,8 @@ fn replaced_state_in_use_is_noticed() {
     let sb = Sandbox::new();
     let env = sb.env(&["--gpus", "1", "--gpu-memory", "2gi"]);
     // A long-lived CUDA process of the environment that reports at our request.
-    let mut c = under_shim(&sb, &env.eid, shim_cuda());
-    c.args(["link", "watch"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut watch = c.spawn().unwrap();
-    let mut to = watch.stdin.take().unwrap();
-    let mut from = BufReader::new(watch.stdout.take().unwrap()).lines();
-    assert!(from.by_ref().map_while(Result::ok).any(|l| l == "held"));
-    to.write_all(b"\n").unwrap();
-    let line = from.next().unwrap().unwrap();
-    assert!(line.starts_with("mem 0 "), "{line}");
+    let mut watch = Watch::spawn(&sb, &env.eid);
+    assert_eq!(watch.report().0, 0);
 
     // Another genv file put in its place (`mv` of a copy, an older genv's doing …).
     let other = Sandbox::new();
@@ -85,13 +121,9 @@ fn replaced_state_in_use_is_noticed() {
         .fails_with("was replaced while 1 process still use the previous one");
     assert!(line.contains("lsof"), "{line}");
     // The running process notices at its next initialisation point, and goes on.
-    to.write_all(b"\n").unwrap();
-    let line = from.next().unwrap().unwrap();
-    assert!(line.starts_with("mem 0 "), "{line}");
-    drop(to);
-    let out = watch.wait_with_output().unwrap();
-    assert!(out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(watch.report().0, 0);
+    let (ok, err) = watch.finish();
+    assert!(ok, "{err}");
     assert!(
         err.contains("was removed or replaced while this process ran"),
         "{err}"
@@ -105,19 +137,8 @@ fn replaced_state_in_use_is_noticed() {
 fn memory_of_ended_processes_is_given_back_to_reports() {
     let sb = Sandbox::new();
     let env = sb.env(&["--gpus", "1", "--gpu-memory", "4gi"]);
-    let mut c = under_shim(&sb, &env.eid, shim_cuda());
-    c.args(["link", "watch"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped());
-    let mut watch = c.spawn().unwrap();
-    let mut to = watch.stdin.take().unwrap();
-    let mut from = BufReader::new(watch.stdout.take().unwrap()).lines();
-    assert!(from.by_ref().map_while(Result::ok).any(|l| l == "held"));
-    let mut free = || -> u64 {
-        to.write_all(b"\n").unwrap();
-        let l = from.next().unwrap().unwrap();
-        l.split_whitespace().nth(2).unwrap().parse().unwrap()
-    };
+    let mut watch = Watch::spawn(&sb, &env.eid);
+    let mut free = || watch.report().1;
     assert_eq!(free(), 4 * GI);
 
     // One process ends normally without freeing (the driver frees it), one is killed.
@@ -139,6 +160,5 @@ fn memory_of_ended_processes_is_given_back_to_reports() {
     // And `genv envs` (NVML's memory figures go through the same report as CUDA's).
     let j = sb.env_json(&env.eid).unwrap();
     assert_eq!(j["used_memory"][0], 0, "{j}");
-    drop(to);
-    let _ = watch.wait();
+    assert!(watch.finish().0);
 }
