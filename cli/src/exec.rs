@@ -1,6 +1,9 @@
 //! `genv exec`: one command in a fresh environment, without any shell integration.
 
+use genv_state::text::quote_os;
 use genv_state::{devices, AttachOutcome, Caller, Config, Error, Genv};
+use std::ffi::{OsStr, OsString};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::process::{Command, ExitCode};
 
@@ -9,7 +12,7 @@ pub fn run(
     config: Config,
     index: Vec<u32>,
     over: bool,
-    command: Vec<String>,
+    command: Vec<OsString>,
 ) -> Result<ExitCode, Error> {
     let shim = crate::shell::shim_path()?;
     let genv = Genv::open()?;
@@ -30,16 +33,19 @@ pub fn run(
                 return Err(Error::Unavailable(m));
             }
         }
-        let mut preload = shim.display().to_string();
-        if let Ok(old) = std::env::var("LD_PRELOAD") {
+        // Bytes, not text: the loader takes any file name, and so do we.
+        let mut preload = shim.as_os_str().as_bytes().to_vec();
+        if let Some(old) = std::env::var_os("LD_PRELOAD") {
             for p in old
-                .split([':', ' '])
-                .filter(|p| !p.is_empty() && !p.ends_with("libgenv_shim.so"))
+                .as_bytes()
+                .split(|&b| b == b':' || b == b' ')
+                .filter(|p| !p.is_empty() && !p.ends_with(b"libgenv_shim.so"))
             {
-                preload.push(':');
-                preload.push_str(p);
+                preload.push(b':');
+                preload.extend_from_slice(p);
             }
         }
+        let preload = OsString::from_vec(preload);
         let mut cmd = Command::new(&command[0]);
         cmd.args(&command[1..])
             .env("LD_PRELOAD", &preload)
@@ -58,7 +64,7 @@ pub fn run(
 /// Ctrl-C and Ctrl-\ are for it, and we live to clean up afterwards (remove the environment,
 /// release a lock); the child gets the default dispositions back. The command's exit status is
 /// ours, a signal `128 + signal`.
-pub fn run_command(mut cmd: Command, name: &str) -> Result<ExitCode, Error> {
+pub fn run_command(mut cmd: Command, name: &OsStr) -> Result<ExitCode, Error> {
     unsafe {
         libc::signal(libc::SIGINT, libc::SIG_IGN);
         libc::signal(libc::SIGQUIT, libc::SIG_IGN);
@@ -70,7 +76,7 @@ pub fn run_command(mut cmd: Command, name: &str) -> Result<ExitCode, Error> {
     }
     let status = cmd
         .status()
-        .map_err(|e| Error::Input(format!("cannot run {name:?}: {e}")))?;
+        .map_err(|e| Error::Input(format!("cannot run {}: {e}", quote_os(name))))?;
     Ok(match (status.code(), status.signal()) {
         (Some(c), _) => ExitCode::from(c as u8),
         (None, Some(sig)) => ExitCode::from((128 + sig) as u8),

@@ -2,9 +2,10 @@
 //! the environments sharing them (see genv_state::lock for the protocol).
 
 use genv_state::{lock, Error, Genv};
+use std::ffi::OsString;
 use std::process::{Command, ExitCode};
 
-pub fn run(eid: Option<String>, command: Vec<String>) -> Result<ExitCode, Error> {
+pub fn run(eid: Option<String>, command: Vec<OsString>) -> Result<ExitCode, Error> {
     // Outside an environment there is nothing to lock: the command just runs.
     let held = match eid {
         Some(eid) => lock::lock_env(&Genv::open()?, &eid, &mut || Ok(()))?,

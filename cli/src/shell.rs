@@ -2,32 +2,14 @@
 //! `deactivate` print for it to eval. Everything the shell had before activation is saved in
 //! GENV__SAVED_* variables and restored exactly (set, empty or unset) by `deactivate`.
 
-use crate::ShellArgs;
+use genv_state::text::quote_path;
 use genv_state::Error;
 use std::path::PathBuf;
 
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum Dialect {
     Posix,
     Fish,
-}
-
-pub fn require(sh: &ShellArgs, what: &str) -> Result<(Dialect, u32), Error> {
-    match (&sh.shell, sh.shell_pid) {
-        (Some(s), Some(pid)) => Ok((
-            if s == "fish" {
-                Dialect::Fish
-            } else {
-                Dialect::Posix
-            },
-            pid,
-        )),
-        _ => Err(Error::Input(format!(
-            "`genv {what}` changes your shell, so it runs through the shell integration: add \
-             `eval \"$(genv shell-init bash)\"` to ~/.bashrc (zsh: shell-init zsh; fish: \
-             `genv shell-init fish | source`), or run one command with `genv exec`"
-        ))),
-    }
 }
 
 /// The shim next to this genv: `GENV_SHIM_PATH`, else `<bin>/libgenv_shim.so`, else
@@ -40,7 +22,7 @@ pub fn shim_path() -> Result<PathBuf, Error> {
         } else {
             Err(Error::Input(format!(
                 "GENV_SHIM_PATH={} is not a file: point it at libgenv_shim.so",
-                p.display()
+                quote_path(&p)
             )))
         };
     }
@@ -59,8 +41,8 @@ pub fn shim_path() -> Result<PathBuf, Error> {
     }
     Err(Error::State(format!(
         "cannot find libgenv_shim.so (looked in {} and {}); reinstall genv or set GENV_SHIM_PATH",
-        cands[0].display(),
-        cands[1].display()
+        quote_path(&cands[0]),
+        quote_path(&cands[1])
     )))
 }
 

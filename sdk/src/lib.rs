@@ -2,14 +2,16 @@
 //!
 //! Thin on purpose: the Python layer owns the process side (os.environ, context managers,
 //! warnings) and this module owns everything that touches the shared state, so the SDK and the
-//! CLI cannot disagree. Errors: bad values raise ValueError, everything else RuntimeError, each
-//! with genv-state's message.
+//! CLI cannot disagree. Errors: bad values raise ValueError (also an int too big for any
+//! integer type, and a str that is not UTF-8), everything else RuntimeError, each with
+//! genv-state's message.
 
 use genv_state::devices::Gpu;
-use genv_state::{devices, lock, AttachOutcome, Caller, Config, EnvInfo, Error, Genv};
-use pyo3::exceptions::{PyRuntimeError, PyValueError};
+use genv_state::layout::MAX_DEVICES;
+use genv_state::{devices, lock, text, AttachOutcome, Caller, Config, EnvInfo, Error, Genv};
+use pyo3::exceptions::{PyOverflowError, PyRuntimeError, PyUnicodeEncodeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::PyDict;
+use pyo3::types::{PyBytes, PyDict};
 use std::sync::Mutex;
 
 fn err(e: Error) -> PyErr {
@@ -21,6 +23,92 @@ fn err(e: Error) -> PyErr {
 
 fn open() -> PyResult<Genv> {
     Genv::open().map_err(err)
+}
+
+/// An int argument of any size. PyO3 raises OverflowError for one that does not fit the Rust
+/// type; keeping its digits instead lets the range check raise the ValueError that any other
+/// value out of range gets, with the same message.
+enum Int {
+    Fits(i64),
+    Huge(String),
+}
+
+impl<'py> FromPyObject<'py> for Int {
+    fn extract_bound(ob: &Bound<'py, PyAny>) -> PyResult<Self> {
+        match ob.extract::<i64>() {
+            Ok(i) => Ok(Int::Fits(i)),
+            Err(e) if e.is_instance_of::<PyOverflowError>(ob.py()) => {
+                Ok(Int::Huge(ob.str()?.extract()?))
+            }
+            Err(e) => Err(e),
+        }
+    }
+}
+
+impl Int {
+    /// The value as a u32 no greater than `max`, else a ValueError "invalid `what` N: `allowed`".
+    fn to_u32(&self, max: u32, what: &str, allowed: &str) -> PyResult<u32> {
+        let bad = |shown: &dyn std::fmt::Display| {
+            PyValueError::new_err(format!("invalid {what} {shown}: {allowed}"))
+        };
+        match self {
+            Int::Fits(i) => u32::try_from(*i)
+                .ok()
+                .filter(|v| *v <= max)
+                .ok_or_else(|| bad(i)),
+            Int::Huge(digits) => Err(bad(digits)),
+        }
+    }
+}
+
+/// A str argument. A Python str may hold lone surrogates (how `os.fsdecode` carries bytes that
+/// are not UTF-8), which Rust text cannot: such a str is kept as those bytes, so that the check
+/// names the argument as the CLI does (PyO3 would raise UnicodeEncodeError, naming nothing).
+enum Text {
+    Utf8(String),
+    NotUtf8(Vec<u8>),
+}
+
+impl<'py> FromPyObject<'py> for Text {
+    fn extract_bound(ob: &Bound<'py, PyAny>) -> PyResult<Self> {
+        match ob.extract::<String>() {
+            Ok(s) => Ok(Text::Utf8(s)),
+            Err(e) if e.is_instance_of::<PyUnicodeEncodeError>(ob.py()) => {
+                // surrogateescape gives back the bytes os.fsdecode took; other lone
+                // surrogates only have their surrogatepass form.
+                let encoded = ob
+                    .call_method1("encode", ("utf-8", "surrogateescape"))
+                    .or_else(|_| ob.call_method1("encode", ("utf-8", "surrogatepass")))?;
+                Ok(Text::NotUtf8(
+                    encoded.downcast::<PyBytes>()?.as_bytes().to_vec(),
+                ))
+            }
+            Err(e) => Err(e),
+        }
+    }
+}
+
+impl Text {
+    /// The text, or the ValueError for input `what` that is not UTF-8.
+    fn get(self, what: &str) -> PyResult<String> {
+        match self {
+            Text::Utf8(s) => Ok(s),
+            Text::NotUtf8(b) => Err(err(text::not_utf8(what, &b))),
+        }
+    }
+
+    fn eid(self) -> PyResult<String> {
+        self.get("environment identifier")
+    }
+}
+
+/// A process id from Python.
+fn pid(p: Int) -> PyResult<u32> {
+    p.to_u32(
+        u32::MAX,
+        "process id",
+        "expected the pid of a running process",
+    )
 }
 
 /// The machine's GPUs. `nvml` is false in a process that runs under the shim: its NVML shows
@@ -46,39 +134,34 @@ fn machine_gpus(genv: &Genv, nvml: bool) -> Result<Vec<Gpu>, Error> {
 }
 
 /// Builds and validates a configuration; the messages name the field and what is allowed.
-fn config(name: Option<String>, gpus: Option<i64>, gpu_memory: Option<String>) -> PyResult<Config> {
-    let gpus = match gpus {
-        None => None,
-        Some(g) => Some(
-            u32::try_from(g)
-                .ok()
-                .filter(|g| (*g as usize) <= genv_state::layout::MAX_DEVICES)
-                .ok_or_else(|| {
-                    PyValueError::new_err(format!(
-                        "invalid device count {g}: expected a whole number from 0 to {}",
-                        genv_state::layout::MAX_DEVICES
-                    ))
-                })?,
-        ),
-    };
+fn config(name: Option<Text>, gpus: Option<Int>, gpu_memory: Option<Text>) -> PyResult<Config> {
+    let gpus = gpus
+        .map(|g| {
+            g.to_u32(
+                MAX_DEVICES as u32,
+                "device count",
+                &format!("expected a whole number from 0 to {MAX_DEVICES}"),
+            )
+        })
+        .transpose()?;
     let c = Config {
-        name,
+        name: name.map(|n| n.get("name")).transpose()?,
         gpus,
-        gpu_memory,
+        gpu_memory: gpu_memory.map(|m| m.get("GPU memory")).transpose()?,
     };
     c.validate().map_err(err)?;
     Ok(c)
 }
 
 /// A device index from Python (`attach(index=…)`, `detach(index=…)`).
-fn device_index(index: Option<i64>) -> PyResult<Option<u32>> {
+fn device_index(index: Option<Int>) -> PyResult<Option<u32>> {
     index
         .map(|i| {
-            u32::try_from(i).map_err(|_| {
-                PyValueError::new_err(format!(
-                    "invalid device index {i}: expected a whole number (0 for the first GPU)"
-                ))
-            })
+            i.to_u32(
+                u32::MAX,
+                "device index",
+                "expected a whole number (0 for the first GPU)",
+            )
         })
         .transpose()
 }
@@ -103,17 +186,27 @@ fn env_dict<'py>(py: Python<'py>, e: &EnvInfo) -> PyResult<Bound<'py, PyDict>> {
 #[pyfunction]
 #[pyo3(signature = (name=None, gpus=None, gpu_memory=None))]
 fn validate_config(
-    name: Option<String>,
-    gpus: Option<i64>,
-    gpu_memory: Option<String>,
+    name: Option<Text>,
+    gpus: Option<Int>,
+    gpu_memory: Option<Text>,
 ) -> PyResult<()> {
     config(name, gpus, gpu_memory).map(|_| ())
 }
 
 /// Parses a GPU memory amount such as `4g` into bytes.
 #[pyfunction]
-fn parse_gpu_memory(amount: &str) -> PyResult<u64> {
-    genv_state::ops::parse_gpu_memory(amount).map_err(err)
+fn parse_gpu_memory(amount: Text) -> PyResult<u64> {
+    genv_state::ops::parse_gpu_memory(&amount.get("GPU memory")?).map_err(err)
+}
+
+/// `s` quoted for a message as genv quotes input (control characters and bytes that are not
+/// UTF-8 escaped), for the messages of genv.sdk that show a value.
+#[pyfunction]
+fn quote(s: Text) -> String {
+    match s {
+        Text::Utf8(s) => text::quote(&s),
+        Text::NotUtf8(b) => text::quote_bytes(&b),
+    }
 }
 
 /// Creates (or joins) environment `eid` for process `pid`, configures it and, when `attach`
@@ -123,15 +216,17 @@ fn parse_gpu_memory(amount: &str) -> PyResult<u64> {
 #[allow(clippy::too_many_arguments)]
 fn activate<'py>(
     py: Python<'py>,
-    eid: &str,
-    pid: u32,
-    name: Option<String>,
-    gpus: Option<i64>,
-    gpu_memory: Option<String>,
+    eid: Text,
+    pid: Int,
+    name: Option<Text>,
+    gpus: Option<Int>,
+    gpu_memory: Option<Text>,
     attach: bool,
     over_subscribe: bool,
     nvml: bool,
 ) -> PyResult<Bound<'py, PyDict>> {
+    let eid = eid.eid()?;
+    let pid = self::pid(pid)?;
     let c = config(name, gpus, gpu_memory)?;
     let info = py
         .allow_threads(|| -> Result<EnvInfo, Error> {
@@ -143,7 +238,7 @@ fn activate<'py>(
             } else {
                 None
             };
-            genv.activate(&Caller::current(), eid, pid, &c, att)
+            genv.activate(&Caller::current(), &eid, pid, &c, att)
         })
         .map_err(err)?;
     env_dict(py, &info)
@@ -151,16 +246,19 @@ fn activate<'py>(
 
 /// Removes `pid` from environment `eid` (the environment ends with its last process).
 #[pyfunction]
-fn deactivate(py: Python<'_>, eid: &str, pid: u32) -> PyResult<()> {
-    py.allow_threads(|| Genv::open()?.deactivate(&Caller::current(), eid, pid))
+fn deactivate(py: Python<'_>, eid: Text, pid: Int) -> PyResult<()> {
+    let eid = eid.eid()?;
+    let pid = self::pid(pid)?;
+    py.allow_threads(|| Genv::open()?.deactivate(&Caller::current(), &eid, pid))
         .map_err(err)
 }
 
 /// Environment `eid` as a dict, or None when it does not exist (any more).
 #[pyfunction]
-fn env<'py>(py: Python<'py>, eid: &str) -> PyResult<Option<Bound<'py, PyDict>>> {
+fn env<'py>(py: Python<'py>, eid: Text) -> PyResult<Option<Bound<'py, PyDict>>> {
+    let eid = eid.eid()?;
     let genv = open()?;
-    genv.env(eid).map(|e| env_dict(py, &e)).transpose()
+    genv.env(&eid).map(|e| env_dict(py, &e)).transpose()
 }
 
 /// Every live environment, oldest first.
@@ -199,13 +297,16 @@ fn devices_list(py: Python<'_>, nvml: bool) -> PyResult<Vec<Bound<'_, PyDict>>> 
 #[pyfunction]
 #[pyo3(signature = (eid, name=None, gpus=None, gpu_memory=None))]
 fn set_config(
-    eid: &str,
-    name: Option<String>,
-    gpus: Option<i64>,
-    gpu_memory: Option<String>,
+    eid: Text,
+    name: Option<Text>,
+    gpus: Option<Int>,
+    gpu_memory: Option<Text>,
 ) -> PyResult<()> {
+    let eid = eid.eid()?;
     let c = config(name, gpus, gpu_memory)?;
-    open()?.set_config(&Caller::current(), eid, &c).map_err(err)
+    open()?
+        .set_config(&Caller::current(), &eid, &c)
+        .map_err(err)
 }
 
 /// Attaches per the configured device count, or device `index`; returns the attached indices.
@@ -213,17 +314,18 @@ fn set_config(
 #[pyo3(signature = (eid, index=None, over_subscribe=false, nvml=true))]
 fn attach(
     py: Python<'_>,
-    eid: &str,
-    index: Option<i64>,
+    eid: Text,
+    index: Option<Int>,
     over_subscribe: bool,
     nvml: bool,
 ) -> PyResult<Vec<u32>> {
+    let eid = eid.eid()?;
     let index = device_index(index)?;
     let out = py
         .allow_threads(|| -> Result<AttachOutcome, Error> {
             let genv = Genv::open()?;
             let gpus = machine_gpus(&genv, nvml)?;
-            genv.attach(&Caller::current(), eid, &gpus, index, over_subscribe)
+            genv.attach(&Caller::current(), &eid, &gpus, index, over_subscribe)
         })
         .map_err(err)?;
     match out {
@@ -235,9 +337,10 @@ fn attach(
 /// Detaches from every device, or from device `index` only.
 #[pyfunction]
 #[pyo3(signature = (eid, index=None))]
-fn detach(eid: &str, index: Option<i64>) -> PyResult<()> {
+fn detach(eid: Text, index: Option<Int>) -> PyResult<()> {
+    let eid = eid.eid()?;
     let index = device_index(index)?;
-    open()?.detach(&Caller::current(), eid, index).map_err(err)
+    open()?.detach(&Caller::current(), &eid, index).map_err(err)
 }
 
 /// Held device locks; `release()` (or garbage collection, or the process dying) lets go.
@@ -266,11 +369,12 @@ impl DeviceLock {
 /// Blocks until environment `eid` has exclusive use of its attached devices among the
 /// environments sharing them. The GIL is released while waiting; Ctrl-C interrupts the wait.
 #[pyfunction]
-fn lock_env(py: Python<'_>, eid: &str) -> PyResult<DeviceLock> {
+fn lock_env(py: Python<'_>, eid: Text) -> PyResult<DeviceLock> {
+    let eid = eid.eid()?;
     let genv = open()?;
     let mut pending: Option<PyErr> = None;
     let r = py.allow_threads(|| {
-        lock::lock_env(&genv, eid, &mut || {
+        lock::lock_env(&genv, &eid, &mut || {
             // A signal interrupted the wait: let Python run its handlers (KeyboardInterrupt).
             Python::with_gil(|py| py.check_signals()).map_err(|e| {
                 pending = Some(e);
@@ -291,6 +395,7 @@ fn lock_env(py: Python<'_>, eid: &str) -> PyResult<DeviceLock> {
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(validate_config, m)?)?;
     m.add_function(wrap_pyfunction!(parse_gpu_memory, m)?)?;
+    m.add_function(wrap_pyfunction!(quote, m)?)?;
     m.add_function(wrap_pyfunction!(activate, m)?)?;
     m.add_function(wrap_pyfunction!(deactivate, m)?)?;
     m.add_function(wrap_pyfunction!(env, m)?)?;

@@ -2,6 +2,7 @@
 //! else `~/.genv`, holding `config.json`.
 
 use crate::ops::Config;
+use crate::text::quote_path;
 use crate::Error;
 use std::path::{Path, PathBuf};
 
@@ -26,18 +27,23 @@ pub fn load(home: &Path) -> Result<Config, Error> {
     let text = match std::fs::read_to_string(&path) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Config::default()),
-        Err(e) => return Err(Error::Input(format!("cannot read {}: {e}", path.display()))),
+        Err(e) => {
+            return Err(Error::Input(format!(
+                "cannot read {}: {e}",
+                quote_path(&path)
+            )))
+        }
     };
     let c: Config = serde_json::from_str(&text).map_err(|e| {
         Error::Input(format!(
             "invalid saved configuration {}: {e}; fix it or run `genv config --save` to rewrite it",
-            path.display()
+            quote_path(&path)
         ))
     })?;
     c.validate().map_err(|e| {
         Error::Input(format!(
             "invalid saved configuration {}: {e}",
-            path.display()
+            quote_path(&path)
         ))
     })?;
     Ok(c)
@@ -52,7 +58,7 @@ pub fn save(home: &Path, config: &Config) -> Result<PathBuf, Error> {
         .and_then(|_| std::fs::rename(&tmp, &path))
         .map_err(|e| {
             let _ = std::fs::remove_file(&tmp);
-            Error::Input(format!("cannot write {}: {e}", path.display()))
+            Error::Input(format!("cannot write {}: {e}", quote_path(&path)))
         })?;
     Ok(path)
 }

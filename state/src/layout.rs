@@ -165,7 +165,22 @@ const _: () = assert!(std::mem::size_of::<Header>() <= HEADER_SIZE);
 // `Tables::sanitize` keeps a set of device indices in a u64.
 const _: () = assert!(MAX_DEVICES <= 64);
 
-/// Copies a string into a fixed NUL-padded field, truncated on a char boundary.
+/// The longest text a NUL-padded field of `EnvRec` holds: its size less the NUL end. Taking the
+/// field itself (`text_capacity(|e| &e.name)`) keeps each limit in step with the layout.
+const fn text_capacity<const N: usize>(_field: fn(&EnvRec) -> &[u8; N]) -> usize {
+    N - 1
+}
+
+/// The longest environment identifier, in bytes.
+pub const EID_MAX: usize = text_capacity(|e| &e.eid);
+/// The longest environment name, in bytes.
+pub const NAME_MAX: usize = text_capacity(|e| &e.name);
+/// The longest GPU memory text (`4g` as the user wrote it), in bytes.
+pub const GPU_MEMORY_MAX: usize = text_capacity(|e| &e.cfg_mem_text);
+
+/// Copies a string into a fixed NUL-padded field, truncated on a char boundary. What users give
+/// is checked against the limits above first (ops.rs), so only text from the system (a long
+/// user name, a GPU name) can ever be cut here.
 pub fn put_str(dst: &mut [u8], s: &str) {
     dst.fill(0);
     let mut n = s.len().min(dst.len() - 1);

@@ -11,6 +11,7 @@ pub mod lock;
 pub mod ops;
 pub mod procfs;
 pub mod store;
+pub mod text;
 pub mod units;
 
 pub use ops::{AttachOutcome, Caller, Config, DeviceInfo, EnvInfo, Genv};

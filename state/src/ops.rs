@@ -6,6 +6,7 @@ use crate::layout::*;
 use crate::ledger;
 use crate::procfs;
 use crate::store::{Snapshot, Store};
+use crate::text::quote;
 use crate::units;
 use crate::Error;
 use serde::{Deserialize, Serialize};
@@ -57,9 +58,10 @@ impl Config {
 }
 
 pub fn validate_name(n: &str) -> Result<(), Error> {
-    if n.trim().is_empty() || n.len() > 63 || n.chars().any(|c| c.is_control()) {
+    if n.trim().is_empty() || n.len() > NAME_MAX || n.chars().any(|c| c.is_control()) {
         return Err(Error::Input(format!(
-            "invalid name {n:?}: use 1 to 63 bytes of printable characters, not only spaces"
+            "invalid name {}: use 1 to {NAME_MAX} bytes of printable characters, not only spaces",
+            quote(n)
         )));
     }
     Ok(())
@@ -70,17 +72,26 @@ pub fn parse_gpus(s: &str) -> Result<u32, Error> {
     match s.trim().parse::<u32>() {
         Ok(g) if (g as usize) <= MAX_DEVICES => Ok(g),
         _ => Err(Error::Input(format!(
-            "invalid device count '{s}': expected a whole number from 0 to {MAX_DEVICES}"
+            "invalid device count {}: expected a whole number from 0 to {MAX_DEVICES}",
+            quote(s)
         ))),
     }
 }
 
-/// Parses a GPU memory capacity such as `4g`; zero is refused (it would allow nothing).
+/// Parses a GPU memory capacity such as `4g`; zero is refused (it would allow nothing), and so
+/// is text longer than the state keeps of it (it is shown back as written).
 pub fn parse_gpu_memory(s: &str) -> Result<u64, Error> {
+    if s.len() > GPU_MEMORY_MAX {
+        return Err(Error::Input(format!(
+            "invalid GPU memory {}: at most {GPU_MEMORY_MAX} bytes, such as 42mi, 4g or 44040192",
+            quote(s)
+        )));
+    }
     match units::parse_amount(s) {
         Some(b) if b > 0 => Ok(b),
         _ => Err(Error::Input(format!(
-            "invalid GPU memory '{s}': expected {}",
+            "invalid GPU memory {}: expected {}",
+            quote(s),
             units::UNITS_HELP
         ))),
     }
@@ -179,7 +190,7 @@ fn set_env_config(e: &mut EnvRec, c: &Config) -> Result<(), Error> {
         }
         None => {
             e.cfg_mem_bytes = 0;
-            e.cfg_mem_text = [0; 32];
+            e.cfg_mem_text.fill(0);
         }
     }
     Ok(())
@@ -672,9 +683,11 @@ impl Genv {
 }
 
 pub fn validate_eid(eid: &str) -> Result<(), Error> {
-    if eid.is_empty() || eid.len() > 63 || !eid.chars().all(|c| c.is_ascii_graphic()) {
+    if eid.is_empty() || eid.len() > EID_MAX || !eid.chars().all(|c| c.is_ascii_graphic()) {
         return Err(Error::Input(format!(
-            "invalid environment identifier {eid:?}: use 1 to 63 printable ASCII characters without spaces"
+            "invalid environment identifier {}: use 1 to {EID_MAX} printable ASCII characters \
+             without spaces",
+            quote(eid)
         )));
     }
     Ok(())
@@ -818,4 +831,95 @@ fn attach_count(t: &mut Tables, slot: usize, over: bool) -> AttachOutcome {
         }
     }
     AttachOutcome::Attached(t.envs[slot].attached().iter().map(|a| a.device).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn empty_rec() -> EnvRec {
+        // SAFETY: EnvRec is plain data; all-zero is a valid empty record.
+        unsafe { std::mem::zeroed() }
+    }
+
+    #[test]
+    fn limits_are_the_layout_fields_less_the_nul() {
+        let e = empty_rec();
+        assert_eq!(EID_MAX, e.eid.len() - 1);
+        assert_eq!(NAME_MAX, e.name.len() - 1);
+        assert_eq!(GPU_MEMORY_MAX, e.cfg_mem_text.len() - 1);
+    }
+
+    #[test]
+    fn limits_count_bytes_and_refuse_one_past() {
+        validate_name(&"n".repeat(NAME_MAX)).unwrap();
+        assert!(validate_name(&"n".repeat(NAME_MAX + 1)).is_err());
+        // Two-byte characters: the limit is in bytes, as the field holds them.
+        let wide = "é".repeat(NAME_MAX / 2);
+        validate_name(&format!("{wide}n")).unwrap();
+        let err = validate_name(&format!("{wide}é")).unwrap_err().to_string();
+        assert!(err.contains(&format!("1 to {NAME_MAX} bytes")), "{err}");
+
+        validate_eid(&"e".repeat(EID_MAX)).unwrap();
+        assert!(validate_eid(&"e".repeat(EID_MAX + 1)).is_err());
+
+        let at = format!("{}4g", "0".repeat(GPU_MEMORY_MAX - 2));
+        assert_eq!(parse_gpu_memory(&at), Ok(4_000_000_000));
+        let err = parse_gpu_memory(&format!("0{at}")).unwrap_err().to_string();
+        assert!(
+            err.contains(&format!("at most {GPU_MEMORY_MAX} bytes")),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn stored_text_at_the_limit_round_trips_and_one_past_changes_nothing() {
+        let mut e = empty_rec();
+        let at = Config {
+            name: Some(format!("{}n", "é".repeat(NAME_MAX / 2))),
+            gpus: Some(1),
+            gpu_memory: Some(format!("{}4g", "0".repeat(GPU_MEMORY_MAX - 2))),
+        };
+        set_env_config(&mut e, &at).unwrap();
+        assert_eq!(env_config(&e), at);
+        for past in [
+            Config {
+                name: Some("n".repeat(NAME_MAX + 1)),
+                ..at.clone()
+            },
+            Config {
+                gpu_memory: Some(format!("0{}", at.gpu_memory.as_deref().unwrap())),
+                ..at.clone()
+            },
+        ] {
+            assert!(matches!(
+                set_env_config(&mut e, &past),
+                Err(Error::Input(_))
+            ));
+            assert_eq!(
+                env_config(&e),
+                at,
+                "a refused config left the record as it was"
+            );
+        }
+    }
+
+    #[test]
+    fn messages_escape_the_input() {
+        let err = parse_gpu_memory("4\x1b[31mg").unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "invalid GPU memory '4\\x1b[31mg': expected a number with an optional unit b, k, m, g, \
+             ki, mi or gi (e.g. 42mi, 4g, 44040192)"
+        );
+        let err = validate_name("a\nb").unwrap_err().to_string();
+        assert!(err.starts_with("invalid name 'a\\nb': "), "{err}");
+        let err = validate_eid("x\u{202e}y").unwrap_err().to_string();
+        assert!(
+            err.starts_with("invalid environment identifier 'x\\u{202e}y': "),
+            "{err}"
+        );
+        let err = parse_gpus("\t").unwrap_err().to_string();
+        assert!(err.starts_with("invalid device count '\\t': "), "{err}");
+    }
 }

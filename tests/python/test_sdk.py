@@ -317,6 +317,100 @@ def test_bad_values(g):
     assert g.envs() == []
 
 
+def test_out_of_range_integers_and_odd_text_raise_value_error(g):
+    """An int of any size out of range is a ValueError with the message of any other value out
+    of range (not PyO3's OverflowError); a str that is not UTF-8 (lone surrogates, as
+    os.fsdecode makes of such bytes) is a ValueError naming the input (not UnicodeEncodeError);
+    the limits and the escaping are the CLI's."""
+    g.py(r"""
+        import genv.sdk as s
+        from genv import _native as n
+        E = s.Env.Config
+        def message(f):
+            try:
+                f()
+            except ValueError as e:
+                assert type(e) is ValueError, repr(e)
+                return str(e)
+            raise AssertionError(f"no ValueError from {f}")
+        huge = 2**70
+        index_rule = "expected a whole number (0 for the first GPU)"
+        count_rule = "expected a whole number from 0 to 32"
+        with s.activate():
+            eid = s.eid()
+            for i in (huge, -huge, 2**64, 2**32):
+                assert message(lambda: s.attach(index=i)) == f"invalid device index {i}: {index_rule}"
+                assert message(lambda: s.detach(index=i)) == f"invalid device index {i}: {index_rule}"
+            assert message(lambda: s.attach(index=-1)) == f"invalid device index -1: {index_rule}"
+            assert message(lambda: n.set_config(eid, None, huge, None)) == f"invalid device count {huge}: {count_rule}"
+            assert s.attached() == []
+        for c in (huge, -huge, 2**63, -2**63 - 1):
+            assert message(lambda: E(gpus=c)) == f"invalid device count {c}: {count_rule}"
+            assert message(lambda: n.validate_config(None, c, None)) == f"invalid device count {c}: {count_rule}"
+        assert message(lambda: E(gpus=33)) == f"invalid device count 33: {count_rule}"
+        pid_rule = "expected the pid of a running process"
+        for p in (huge, -1, 2**32):
+            assert message(lambda: n.activate("x", p)) == f"invalid process id {p}: {pid_rule}"
+            assert message(lambda: n.deactivate("x", p)) == f"invalid process id {p}: {pid_rule}"
+
+        # Not UTF-8: the bytes os.fsdecode took, escaped as the CLI shows them.
+        assert message(lambda: E(name="\udcff")) == r"invalid name '\xff': not valid UTF-8"
+        assert message(lambda: E(gpu_memory="4\udcffg")) == r"invalid GPU memory '4\xffg': not valid UTF-8"
+        assert message(lambda: E(name="\ud800")) == r"invalid name '\xed\xa0\x80': not valid UTF-8"
+        def act(eid):
+            with s.activate(eid=eid):
+                pass
+        assert message(lambda: act("a\udcff")) == r"invalid environment identifier 'a\xff': not valid UTF-8"
+        assert message(lambda: n.parse_gpu_memory("\udcff")) == r"invalid GPU memory '\xff': not valid UTF-8"
+
+        # The stored limits: at the limit kept as written, one past refused.
+        at = "0" * 29 + "4g"
+        assert E(gpu_memory=at).gpu_memory == at
+        assert "at most 31 bytes" in message(lambda: E(gpu_memory="0" + at))
+        wide = "é" * 31 + "n"
+        assert len(wide.encode()) == 63
+        E(name=wide)
+        assert "use 1 to 63 bytes" in message(lambda: E(name="é" * 32))
+        with s.activate(eid="e" * 63, config=E(name=wide, gpu_memory=at)):
+            c = s.configuration()
+            assert (s.eid(), c.name, c.gpu_memory) == ("e" * 63, wide, at), c
+
+        # Control characters are shown escaped.
+        assert message(lambda: E(name="a\x1b[31m")) == (
+            r"invalid name 'a\x1b[31m': use 1 to 63 bytes of printable characters, not only spaces"
+        )
+        assert message(lambda: E(gpu_memory="4\x1bg")).startswith(r"invalid GPU memory '4\x1bg': ")
+        assert n.quote("it's \x1b\n") == r"'it\'s \x1b\n'"
+        assert n.quote("\udcff") == r"'\xff'"
+    """)
+    # A GENV_ENVIRONMENT_ID that genv never set: the messages show it escaped.
+    p = g.py(r"""
+        import genv.sdk as s
+        for f in (s.attached, s.configuration):
+            try:
+                f()
+            except RuntimeError as e:
+                print(e)
+        try:
+            with s.activate():
+                pass
+        except RuntimeError as e:
+            print(e)
+    """, env={"GENV_ENVIRONMENT_ID": "a\x1b[31m"})
+    assert "\x1b" not in p.stdout, p.stdout
+    assert p.stdout.count(r"Environment 'a\x1b[31m' no longer exists") == 2, p.stdout
+    assert r"Already running in an active environment ('a\x1b[31m')" in p.stdout, p.stdout
+    # Not UTF-8 (the child's os.environ holds it as a lone surrogate).
+    p = g.py(r"""
+        import genv.sdk as s
+        try:
+            s.attached()
+        except ValueError as e:
+            print(e)
+    """, env={"GENV_ENVIRONMENT_ID": "\udcff"})
+    assert p.stdout.strip() == r"invalid environment identifier '\xff': not valid UTF-8", p.stdout
+    assert g.envs() == []
+
 def test_explicit_eid_joins(g):
     a = g.spawn("""
         import sys, genv.sdk as s

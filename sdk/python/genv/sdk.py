@@ -133,7 +133,7 @@ def _env_info() -> dict:
     info = _native.env(e)
     if info is None:
         raise RuntimeError(
-            f"Environment {e} no longer exists (its activating processes are gone); "
+            f"Environment {_native.quote(e)} no longer exists (its activating processes are gone); "
             "activate a new environment"
         )
     return info
@@ -233,7 +233,8 @@ def activate(
     cfg = config or Env.Config()
     with _guard:
         if active():
-            raise RuntimeError(f"Already running in an active environment ({os.environ[_EID]})")
+            current = _native.quote(os.environ[_EID])
+            raise RuntimeError(f"Already running in an active environment ({current})")
         pid = os.getpid()
         if eid is None:
             eid = str(pid)
