@@ -3,17 +3,25 @@
 //! environment's GPUs, with the environment's memory capacity enforced across all its processes
 //! at allocation time. See docs/shim.md.
 //!
-//! - `hook`: the shim's `dlsym` and the way to the real driver libraries;
-//! - `view`: the environment as this process sees it, and the memory ledger;
-//! - `cuda`: the CUDA driver wrappers (device view, memory capacity, `cuGetProcAddress`);
-//! - `nvml`: the NVML wrappers;
-//! - `log`: the per-process debug log (`GENV_LOG=debug`).
+//! - `dlsym`: the shim's `dlsym` (how programs that look the driver up get our wrappers);
+//! - `real`: the way to the real driver libraries (typed function slots, the panic guard);
+//! - `hooks`: the macro that declares each hooked function once;
+//! - `cuda/`, `nvml/`: the hooked functions of each API, listed in their `mod.rs`;
+//! - `view`: the environment as this process sees it; `ledger`: this process's registrations
+//!   and reservations in the memory ledger;
+//! - `env`: the process environment; `log`: the per-process debug log (`GENV_LOG=debug`).
+
+#![deny(unsafe_op_in_unsafe_fn)]
 
 pub mod log;
 
 pub mod cuda;
-pub mod hook;
+pub mod dlsym;
+pub mod env;
+mod hooks;
+pub mod ledger;
 pub mod nvml;
+pub mod real;
 pub mod view;
 
 /// What a forked child must redo: registered once, at the first use of the environment.
@@ -24,6 +32,7 @@ mod fork {
 
     extern "C" fn child() {
         crate::view::after_fork_child();
+        crate::ledger::after_fork_child();
         crate::cuda::after_fork_child();
     }
 

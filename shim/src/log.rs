@@ -9,33 +9,19 @@ use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 static FD: AtomicI32 = AtomicI32::new(-2);
 static ERROR_SHOWN: AtomicBool = AtomicBool::new(false);
 
-/// Reads an environment variable without Rust's environment lock (a forked child may inherit
-/// that lock taken).
-pub fn getenv(name: &std::ffi::CStr) -> Option<&'static [u8]> {
-    // SAFETY: getenv returns NULL or a NUL-terminated string owned by the environment.
-    unsafe {
-        let p = libc::getenv(name.as_ptr());
-        if p.is_null() {
-            None
-        } else {
-            Some(std::ffi::CStr::from_ptr(p).to_bytes())
-        }
-    }
-}
-
 fn fd() -> i32 {
     let fd = FD.load(Ordering::Relaxed);
     if fd != -2 {
         return fd;
     }
     let on = matches!(
-        getenv(c"GENV_LOG"),
+        crate::env::get(c"GENV_LOG"),
         Some(b"debug") | Some(b"DEBUG") | Some(b"trace")
     );
     let fd = if !on {
         -1
     } else {
-        match getenv(c"GENV_LOG_FILE") {
+        match crate::env::get(c"GENV_LOG_FILE") {
             Some(path) if !path.is_empty() => {
                 let path = std::ffi::CString::new(path).unwrap_or_default();
                 // SAFETY: plain open(2) of a NUL-terminated path.

@@ -222,3 +222,32 @@ fn a_forked_child_does_not_keep_the_parents_memory() {
     unsafe { libc::kill(child, libc::SIGKILL) };
     assert_eq!(field(o.ok(), "ok"), Some(vec!["1", "err", "0"]), "{o:?}");
 }
+
+#[test]
+fn a_driver_library_closed_and_opened_again_keeps_working() {
+    // nvml-wrapper dlcloses NVML when its Nvml is dropped: the shim's cached real functions must
+    // still be valid when the program opens it again (it used to crash one run in five, when
+    // the library came back at another address).
+    let sb = Sandbox::new();
+    let env = sb.env(&["--gpus", "1"]);
+    let prog = c_program("driver_reload", false, &[]);
+    for lib in ["nvml", "cuda"] {
+        for eid in [None, Some(env.eid.as_str())] {
+            let mut c = match eid {
+                Some(e) => under_shim(&sb, e, &prog),
+                None => {
+                    let mut c = sb.command(&prog);
+                    c.env("LD_PRELOAD", shim_lib());
+                    c
+                }
+            };
+            c.arg(lib);
+            let out = Sandbox::output(c);
+            assert!(out.success(), "{lib} in {eid:?}: {out:#?}");
+            assert_eq!(
+                out.stdout, "first 0\nsecond 0\nok\n",
+                "{lib} in {eid:?}: {out:#?}"
+            );
+        }
+    }
+}

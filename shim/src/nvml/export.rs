@@ -9,33 +9,19 @@
 use std::ffi::{c_char, c_uint};
 use std::sync::OnceLock;
 
-use super::procs::{filtered, ListFn};
+use super::procs::filtered;
 use super::*;
+use genv_abi::nvml::export::*;
 
-/// The table nvidia-smi asks for: c4fe3e6c-c98f-6c4e-a327-ee696e12f7c4.
-const SMI_TABLE_UUID: [u8; 16] = [
-    0xc4, 0xfe, 0x3e, 0x6c, 0xc9, 0x8f, 0x6c, 0x4e, 0xa3, 0x27, 0xee, 0x69, 0x6e, 0x12, 0xf7, 0xc4,
-];
-/// Slot 0 of the 535 table: 245 pointer-sized slots.
-const LAYOUT_535_SIZE: usize = 0x7a8;
-const SLOTS: usize = LAYOUT_535_SIZE / std::mem::size_of::<usize>();
+/// Slot 12 (`SLOT_PARSE_BUS_ID`) stays the driver's: it only parses the string. For
+/// `-i <bus id>` nvidia-smi parses the user's string with it for each index it enumerates, then
+/// compares with slot 75's answer for that index; slot 75 following the view is what keeps other
+/// GPUs out (refusing in 12 would make nvidia-smi report a malformed bus id instead of no
+/// device).
+const SLOTS: usize = SLOTS_535;
 
-/// Slot 12, `(const char *busId, u32 *domain, u32 *bus, u32 *device, u32 *function)`, stays the
-/// driver's: it only parses the string. For `-i <bus id>` nvidia-smi parses the user's string
-/// with it for each index it enumerates, then compares with slot 75's answer for that index;
-/// slot 75 following the view is what keeps other GPUs out (refusing in 12 would make nvidia-smi
-/// report a malformed bus id instead of no device).
-/// `(u32 index, u32 *domain, u32 *bus, u32 *device)`
-const SLOT_BUS_BY_INDEX: usize = 75;
-/// `(u32 index, char *buf, u32 len)`: `"%04X:%02X:%02X.0"` of NVML index `index`.
-const SLOT_BUS_ID_BY_INDEX: usize = 81;
-/// `(nvmlDevice_t, u32 *count, record *buf)`: compute, graphics, MPS processes.
-const SLOT_COMPUTE: usize = 213;
-const SLOT_GRAPHICS: usize = 214;
-const SLOT_MPS: usize = 215;
-/// Size of one record of slots 213-215.
-const PROC_RECORD: usize = 0x1020;
-
+/// The signature of the process-list slots (the record type is opaque here).
+type ListFn = unsafe extern "C" fn(Device, *mut c_uint, *mut u8) -> Ret;
 type BusFn = unsafe extern "C" fn(c_uint, *mut c_uint, *mut c_uint, *mut c_uint) -> Ret;
 type BusIdFn = unsafe extern "C" fn(c_uint, *mut c_char, c_uint) -> Ret;
 
@@ -47,20 +33,15 @@ struct Tables {
 
 static TABLES: OnceLock<Tables> = OnceLock::new();
 
-real_fn! {
-    real_export_table = c"nvmlInternalGetExportTable": fn(*mut *const c_void, *const [u8; 16]);
-}
-
-pub(super) fn wrapper() -> *mut c_void {
-    get_export_table as unsafe extern "C" fn(_, _) -> _ as *mut c_void
-}
-
-unsafe extern "C" fn get_export_table(table: *mut *const c_void, uuid: *const [u8; 16]) -> Ret {
-    guard(|| {
-        let r = match real_export_table() {
-            Ok(f) => f(table, uuid),
-            Err(e) => return e,
-        };
+/// After the real `nvmlInternalGetExportTable` answered `r` and `*table`: nvidia-smi's table of
+/// the 535 layout is replaced by our copy.
+///
+/// # Safety
+/// The arguments as `nvmlInternalGetExportTable` takes them.
+pub(super) unsafe fn get(r: Ret, table: *mut *const c_void, uuid: *const [u8; 16]) -> Ret {
+    // SAFETY: the caller's pointers; the driver wrote `*table` on success, and a table starts
+    // with its size in bytes.
+    unsafe {
         if r != SUCCESS || table.is_null() || uuid.is_null() || (*table).is_null() {
             return r;
         }
@@ -75,8 +56,8 @@ unsafe extern "C" fn get_export_table(table: *mut *const c_void, uuid: *const [u
         }
         let t = TABLES.get_or_init(|| copy(real));
         *table = t.ours.as_ptr() as *const c_void;
-        SUCCESS
-    })
+    }
+    SUCCESS
 }
 
 fn log_unknown_layout(size: usize) {
@@ -91,21 +72,34 @@ fn log_unknown_layout(size: usize) {
 
 /// Copies the driver's 535 table and points the slots that need the view at our wrappers
 /// (a slot the driver left NULL stays NULL: nvidia-smi checks before calling).
+///
+/// # Safety
+/// `real` points at the driver's table of the 535 layout ([`SLOTS`] pointer-sized slots).
 unsafe fn copy(real: *const usize) -> Tables {
     let mut t = Tables {
         real: [0; SLOTS],
         ours: Box::new([0; SLOTS]),
     };
     for i in 0..SLOTS {
-        t.real[i] = real.add(i).read_unaligned();
+        // SAFETY: inside the table (see above); it need not be aligned.
+        t.real[i] = unsafe { real.add(i).read_unaligned() };
     }
     *t.ours = t.real;
     let ours: [(usize, usize); 5] = [
         (SLOT_BUS_BY_INDEX, bus_by_index as BusFn as usize),
         (SLOT_BUS_ID_BY_INDEX, bus_id_by_index as BusIdFn as usize),
-        (SLOT_COMPUTE, compute as ListFn as usize),
-        (SLOT_GRAPHICS, graphics as ListFn as usize),
-        (SLOT_MPS, mps as ListFn as usize),
+        (
+            SLOT_COMPUTE_PROCS,
+            procs_slot::<SLOT_COMPUTE_PROCS> as ListFn as usize,
+        ),
+        (
+            SLOT_GRAPHICS_PROCS,
+            procs_slot::<SLOT_GRAPHICS_PROCS> as ListFn as usize,
+        ),
+        (
+            SLOT_MPS_PROCS,
+            procs_slot::<SLOT_MPS_PROCS> as ListFn as usize,
+        ),
     ];
     for (slot, f) in ours {
         if t.real[slot] != 0 {
@@ -116,61 +110,69 @@ unsafe fn copy(real: *const usize) -> Tables {
 }
 
 /// The driver's function in `slot` (set, since ours is only installed over a non-NULL one).
+///
+/// # Safety
+/// `F` must be the C type of the driver's function in `slot`.
 unsafe fn real_slot<F: Copy>(slot: usize) -> Option<F> {
     let a = TABLES.get()?.real[slot];
-    (a != 0).then(|| std::mem::transmute_copy::<usize, F>(&a))
+    // SAFETY: a non-NULL function address of that type (see above).
+    (a != 0).then(|| unsafe { std::mem::transmute_copy::<usize, F>(&a) })
 }
 
+/// Slot 81: the bus id string of a virtual index.
 unsafe extern "C" fn bus_id_by_index(index: c_uint, buf: *mut c_char, len: c_uint) -> Ret {
-    guard(|| {
-        let Some(f) = real_slot::<BusIdFn>(SLOT_BUS_ID_BY_INDEX) else {
-            return UNKNOWN;
-        };
-        if !in_env() {
-            return f(index, buf, len);
-        }
-        match host_of_virtual(index) {
-            Some(host) => f(host, buf, len),
-            None => INVALID_ARGUMENT,
+    real::guard(ERROR_UNKNOWN, || {
+        // SAFETY: slot 81's C type; the caller's arguments go to the driver's function, with
+        // the host index in place of the virtual one.
+        unsafe {
+            let Some(f) = real_slot::<BusIdFn>(SLOT_BUS_ID_BY_INDEX) else {
+                return ERROR_UNKNOWN;
+            };
+            match in_env().then(|| host_of_virtual(index)) {
+                None => f(index, buf, len),
+                Some(Some(host)) => f(host, buf, len),
+                Some(None) => ERROR_INVALID_ARGUMENT,
+            }
         }
     })
 }
 
+/// Slot 75: the bus numbers of a virtual index.
 unsafe extern "C" fn bus_by_index(
     index: c_uint,
     domain: *mut c_uint,
     bus: *mut c_uint,
     device: *mut c_uint,
 ) -> Ret {
-    guard(|| {
-        let Some(f) = real_slot::<BusFn>(SLOT_BUS_BY_INDEX) else {
-            return UNKNOWN;
-        };
-        if !in_env() {
-            return f(index, domain, bus, device);
-        }
-        match host_of_virtual(index) {
-            Some(host) => f(host, domain, bus, device),
-            None => INVALID_ARGUMENT,
+    real::guard(ERROR_UNKNOWN, || {
+        // SAFETY: as in `bus_id_by_index`, for slot 75's C type.
+        unsafe {
+            let Some(f) = real_slot::<BusFn>(SLOT_BUS_BY_INDEX) else {
+                return ERROR_UNKNOWN;
+            };
+            match in_env().then(|| host_of_virtual(index)) {
+                None => f(index, domain, bus, device),
+                Some(Some(host)) => f(host, domain, bus, device),
+                Some(None) => ERROR_INVALID_ARGUMENT,
+            }
         }
     })
 }
 
-unsafe extern "C" fn compute(dev: Device, count: *mut c_uint, out: *mut u8) -> Ret {
-    procs_slot(SLOT_COMPUTE, dev, count, out)
-}
-
-unsafe extern "C" fn graphics(dev: Device, count: *mut c_uint, out: *mut u8) -> Ret {
-    procs_slot(SLOT_GRAPHICS, dev, count, out)
-}
-
-unsafe extern "C" fn mps(dev: Device, count: *mut c_uint, out: *mut u8) -> Ret {
-    procs_slot(SLOT_MPS, dev, count, out)
-}
-
-unsafe fn procs_slot(slot: usize, dev: Device, count: *mut c_uint, out: *mut u8) -> Ret {
-    guard(|| match real_slot::<ListFn>(slot) {
-        Some(f) => filtered(|n, b| f(dev, n, b), dev, count, out, PROC_RECORD),
-        None => UNKNOWN,
+/// Slots 213-215: the environment's processes only.
+unsafe extern "C" fn procs_slot<const SLOT: usize>(
+    dev: Device,
+    count: *mut c_uint,
+    out: *mut u8,
+) -> Ret {
+    real::guard(ERROR_UNKNOWN, || {
+        // SAFETY: the process-list slots' C type; the caller's arguments, as the driver's
+        // function takes them.
+        unsafe {
+            match real_slot::<ListFn>(SLOT) {
+                Some(f) => filtered(|n, b| f(dev, n, b), dev, count, out, PROC_RECORD_SIZE),
+                None => ERROR_UNKNOWN,
+            }
+        }
     })
 }

@@ -2,7 +2,7 @@
 //! bytes from the ledger (copies to and from arrays are not simulated).
 
 use crate::state::*;
-use crate::types::*;
+use genv_abi::cuda::*;
 use std::ffi::c_uint;
 
 /// Bytes of an array: width * height * depth * bytes per channel * channels.
@@ -162,25 +162,6 @@ pub unsafe extern "C" fn cuMipmappedArrayCreate(
 #[no_mangle]
 pub unsafe extern "C" fn cuMipmappedArrayDestroy(handle: CUmipmappedArray) -> CUresult {
     ffi(|| destroy(handle, true))
-}
-
-/// The pre-3.2 descriptors, with `unsigned int` extents.
-#[repr(C)]
-pub struct CudaArrayDescriptorV1 {
-    width: c_uint,
-    height: c_uint,
-    format: u32,
-    num_channels: c_uint,
-}
-
-#[repr(C)]
-pub struct CudaArray3dDescriptorV1 {
-    width: c_uint,
-    height: c_uint,
-    depth: c_uint,
-    format: u32,
-    num_channels: c_uint,
-    flags: c_uint,
 }
 
 #[no_mangle]

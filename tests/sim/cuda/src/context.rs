@@ -1,7 +1,7 @@
 //! Primary and created contexts, and the per-thread context stack.
 
 use crate::state::*;
-use crate::types::*;
+use genv_abi::cuda::*;
 use std::ffi::{c_int, c_uint, c_void};
 
 /// Context creation flags the driver accepts (`CU_CTX_FLAGS_MASK`).

@@ -1,7 +1,7 @@
 //! Initialisation, versions and device queries.
 
 use crate::state::*;
-use crate::types::*;
+use genv_abi::cuda::*;
 use genv_sim_common::{machine, Gpu};
 use std::ffi::{c_char, c_int, c_uint, CStr};
 

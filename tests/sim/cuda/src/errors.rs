@@ -1,7 +1,7 @@
 //! `cuGetErrorName` / `cuGetErrorString`.
 
 use crate::state::*;
-use crate::types::*;
+use genv_abi::cuda::*;
 use std::ffi::{c_char, CStr};
 
 /// (code, name, description) of every `CUresult` of CUDA 12.9.

@@ -3,7 +3,7 @@
 //!
 //! Entry points carry the real driver's names and ABIs (every `_v2` / `_v3` / `_ptsz` variant
 //! is its own symbol) and `cuGetProcAddress(_v2)` resolves base names by CUDA version and
-//! stream mode from `procaddr_table.rs`. Device memory is host memory; each device byte and each
+//! stream mode from `genv_abi::procaddr`. Device memory is host memory; each device byte and each
 //! context is recorded in the machine's cross-process ledger, so the simulated NVML sees them.
 //! Nothing can run on the devices: module loading and kernel launches fail cleanly.
 
@@ -17,8 +17,6 @@ mod errors;
 mod memory;
 mod pool;
 mod procaddr;
-pub mod procaddr_table;
 mod state;
 mod stream;
-mod types;
 mod vmm;

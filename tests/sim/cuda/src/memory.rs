@@ -4,7 +4,7 @@
 //! is taken from the cross-process ledger first, under the current context's device.
 
 use crate::state::*;
-use crate::types::*;
+use genv_abi::cuda::*;
 use genv_sim_common::machine;
 use std::ffi::{c_int, c_uint, c_void};
 

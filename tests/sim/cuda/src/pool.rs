@@ -2,7 +2,7 @@
 //! free gives the memory back at once (as with a release threshold of 0 after a synchronize).
 
 use crate::state::*;
-use crate::types::*;
+use genv_abi::cuda::*;
 use std::ffi::{c_int, c_void};
 
 /// The context a stream belongs to; the default streams mean the current context.

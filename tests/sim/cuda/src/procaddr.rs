@@ -2,9 +2,9 @@
 //! library's own entry points gives its address. No `dlsym`: a shim that wraps `dlsym` must not
 //! be able to redirect the driver's own answers.
 
-use crate::procaddr_table::{self, resolve};
 use crate::state::*;
-use crate::types::*;
+use genv_abi::cuda::*;
+use genv_abi::procaddr::{self, resolve};
 use std::ffi::{c_char, c_int, c_void, CStr};
 
 use crate::array::*;
@@ -245,7 +245,7 @@ unsafe fn get_proc(
     };
     if symbol.is_null()
         || pfn.is_null()
-        || flags > procaddr_table::CU_GET_PROC_ADDRESS_PER_THREAD_DEFAULT_STREAM
+        || flags > procaddr::CU_GET_PROC_ADDRESS_PER_THREAD_DEFAULT_STREAM
     {
         return Err(CUDA_ERROR_INVALID_VALUE);
     }
@@ -255,12 +255,12 @@ unsafe fn get_proc(
         Ok(sym) => match lookup(sym) {
             Some(p) => {
                 pfn.write(p);
-                set_status(procaddr_table::CU_GET_PROC_ADDRESS_SUCCESS);
+                set_status(procaddr::CU_GET_PROC_ADDRESS_SUCCESS);
                 Ok(())
             }
             // A real entry point this simulator does not implement.
             None => {
-                set_status(procaddr_table::CU_GET_PROC_ADDRESS_SYMBOL_NOT_FOUND);
+                set_status(procaddr::CU_GET_PROC_ADDRESS_SYMBOL_NOT_FOUND);
                 Err(CUDA_ERROR_NOT_FOUND)
             }
         },
@@ -310,7 +310,7 @@ pub unsafe extern "C" fn cuGetExportTable(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::procaddr_table::{PER_THREAD, VARIANTS};
+    use genv_abi::procaddr::{PER_THREAD, VARIANTS};
 
     #[test]
     fn every_export_is_reachable_through_the_table() {

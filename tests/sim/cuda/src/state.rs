@@ -1,7 +1,7 @@
 //! The driver's process-wide state: initialisation, visible devices, contexts, and every object
 //! that holds device memory. One mutex guards it all; copies run outside it.
 
-use crate::types::*;
+use genv_abi::cuda::*;
 use genv_sim_common::{ledger, machine, MAX_GPUS};
 use std::cell::RefCell;
 use std::collections::BTreeMap;

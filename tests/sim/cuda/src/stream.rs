@@ -3,7 +3,7 @@
 
 use crate::memory::check_stream;
 use crate::state::*;
-use crate::types::*;
+use genv_abi::cuda::*;
 use std::ffi::{c_char, c_float, c_int, c_uint, c_void};
 use std::time::Instant;
 

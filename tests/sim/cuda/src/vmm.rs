@@ -3,7 +3,7 @@
 //! PROT_NONE until `cuMemSetAccess`, as on the real device.
 
 use crate::state::*;
-use crate::types::*;
+use genv_abi::cuda::*;
 use std::ffi::c_int;
 
 pub const GRANULARITY: u64 = 2 << 20;

@@ -13,32 +13,9 @@ use genv_sim_common::normalize_bus_id;
 use crate::procs::{list, Kind, NO_INSTANCE};
 use crate::*;
 
-/// The table nvidia-smi asks for: c4fe3e6c-c98f-6c4e-a327-ee696e12f7c4.
-const SMI_TABLE_UUID: [u8; 16] = [
-    0xc4, 0xfe, 0x3e, 0x6c, 0xc9, 0x8f, 0x6c, 0x4e, 0xa3, 0x27, 0xee, 0x69, 0x6e, 0x12, 0xf7, 0xc4,
-];
-const SLOTS: usize = 245;
+use genv_abi::nvml::export::*;
 
-const SLOT_PARSE_BUS_ID: usize = 12;
-const SLOT_BUS_BY_INDEX: usize = 75;
-const SLOT_BUS_ID_BY_INDEX: usize = 81;
-const SLOT_COMPUTE_PROCS: usize = 213;
-const SLOT_GRAPHICS_PROCS: usize = 214;
-const SLOT_MPS_PROCS: usize = 215;
-
-/// One process record of slots 213-215.
-#[repr(C)]
-struct ProcRecord {
-    pid: u32,
-    _pad: u32,
-    used_gpu_memory: u64,
-    gpu_instance_id: u32,
-    compute_instance_id: u32,
-    unknown: u64,
-    /// Records with an empty name are not printed.
-    name: [c_char; 4096],
-}
-const _: () = assert!(std::mem::size_of::<ProcRecord>() == 0x1020);
+const SLOTS: usize = SLOTS_535;
 
 #[repr(C)]
 struct Table([*const c_void; SLOTS]);

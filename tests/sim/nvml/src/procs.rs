@@ -8,7 +8,7 @@ use genv_sim_common::{ledger, ProcUsage};
 use crate::*;
 
 /// gpuInstanceId / computeInstanceId of a process on a GPU without MIG.
-pub(crate) const NO_INSTANCE: c_uint = 0xFFFF_FFFF;
+pub(crate) use genv_abi::nvml::NO_INSTANCE;
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Kind {

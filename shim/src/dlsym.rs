@@ -1,4 +1,4 @@
-//! Getting control: the shim's `dlsym`, and how the real CUDA driver and NVML are reached.
+//! Getting control: the shim's `dlsym` (the way to the real libraries is `real.rs`).
 //!
 //! Three ways lead a program to the driver, all covered:
 //! - `dlsym(handle, "cu…" / "nvml…")` (nvidia-smi, pynvml, cuda-bindings, the CUDA runtime): the
@@ -7,8 +7,8 @@
 //!   pass through while the process is in none), provided the real lookup on that handle finds
 //!   the name, so a handle without the symbol still answers NULL; every other lookup is the real
 //!   `dlsym`'s.
-//! - `cuGetProcAddress` / `_v2`: wrapped in cuda.rs, with the variant table of the simulated
-//!   driver (one data file shared by both, see `procaddr`).
+//! - `cuGetProcAddress` / `_v2`: wrapped in `cuda/procaddr.rs`, with the variant table of
+//!   `genv_abi::procaddr` (shared with the simulated driver).
 //! - direct linking (`-lcuda`): the wrappers are exported under the driver's names, and the
 //!   preloaded shim comes first in the global scope.
 //!
@@ -24,202 +24,8 @@
 //! (default) and the older one (`GLIBC_2.2.5` on x86-64, `GLIBC_2.17` on aarch64), so programs
 //! built against either bind to it (see build.rs).
 
+use crate::real::{self, is_ours, real_dlsym, real_dlsym_fn};
 use std::ffi::{c_char, c_void, CStr};
-use std::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
-
-type DlsymFn = unsafe extern "C" fn(*mut c_void, *const c_char) -> *mut c_void;
-
-static REAL_DLSYM: AtomicUsize = AtomicUsize::new(0);
-
-/// glibc's `dlsym`, found once; the versions are tried newest first.
-pub fn real_dlsym_fn() -> DlsymFn {
-    let a = REAL_DLSYM.load(Ordering::Relaxed);
-    if a != 0 {
-        // SAFETY: the address of glibc's dlsym.
-        return unsafe { std::mem::transmute::<usize, DlsymFn>(a) };
-    }
-    let mut p: *mut c_void = std::ptr::null_mut();
-    for v in [c"GLIBC_2.34", c"GLIBC_2.2.5", c"GLIBC_2.17"] {
-        // SAFETY: dlvsym with valid NUL-terminated strings; RTLD_NEXT from the shim reaches
-        // the C library (or libdl) after us.
-        p = unsafe { libc::dlvsym(libc::RTLD_NEXT, c"dlsym".as_ptr(), v.as_ptr()) };
-        if !p.is_null() {
-            break;
-        }
-    }
-    if p.is_null() {
-        // No versioned dlsym after us: a static or unusual C library. Its unversioned one is
-        // still the best we can do (never our own: dlvsym(RTLD_NEXT) skips us).
-        // SAFETY: as above.
-        p = unsafe { libc::dlvsym(libc::RTLD_NEXT, c"dlsym".as_ptr(), std::ptr::null()) };
-    }
-    REAL_DLSYM.store(p as usize, Ordering::Relaxed);
-    // SAFETY: glibc always provides dlsym; a NULL here would be a broken C library.
-    unsafe { std::mem::transmute::<*mut c_void, DlsymFn>(p) }
-}
-
-/// `dlsym` without the shim.
-///
-/// # Safety
-/// `handle` must be a handle from `dlopen`, `RTLD_DEFAULT` or `RTLD_NEXT`.
-pub unsafe fn real_dlsym(handle: *mut c_void, name: &CStr) -> *mut c_void {
-    real_dlsym_fn()(handle, name.as_ptr())
-}
-
-/// Start address of the shim's own object, to never take one of our exports for the driver's.
-fn own_base() -> usize {
-    static BASE: AtomicUsize = AtomicUsize::new(0);
-    let b = BASE.load(Ordering::Relaxed);
-    if b != 0 {
-        return b;
-    }
-    let b = object_base(own_base as *const c_void);
-    BASE.store(b, Ordering::Relaxed);
-    b
-}
-
-fn object_base(p: *const c_void) -> usize {
-    // SAFETY: dladdr fills `info` for any address.
-    unsafe {
-        let mut info: libc::Dl_info = std::mem::zeroed();
-        if libc::dladdr(p, &mut info) == 0 {
-            return 0;
-        }
-        info.dli_fbase as usize
-    }
-}
-
-/// Whether `p` is one of the shim's own functions.
-pub fn is_ours(p: *const c_void) -> bool {
-    !p.is_null() && object_base(p) == own_base()
-}
-
-/// A library handle, found from what the program used or by loading it ourselves.
-struct Lib {
-    handle: AtomicPtr<c_void>,
-    sonames: &'static [&'static CStr],
-}
-
-impl Lib {
-    fn note(&self, h: *mut c_void) {
-        if self.handle.load(Ordering::Relaxed).is_null() {
-            // First handle wins; any handle of the library resolves the same functions.
-            let _ = self.handle.compare_exchange(
-                std::ptr::null_mut(),
-                h,
-                Ordering::AcqRel,
-                Ordering::Relaxed,
-            );
-            crate::debug!("real library handle {h:?} for {:?}", self.sonames[0]);
-        }
-    }
-
-    fn get(&self) -> *mut c_void {
-        let h = self.handle.load(Ordering::Acquire);
-        if !h.is_null() {
-            return h;
-        }
-        // Already loaded (linked with -l, or dlopened by path), else load it privately: the
-        // program only calls a wrapper after it found the driver's symbol somewhere.
-        for flags in [
-            libc::RTLD_NOW | libc::RTLD_NOLOAD,
-            libc::RTLD_NOW | libc::RTLD_LOCAL,
-        ] {
-            for name in self.sonames {
-                // SAFETY: dlopen with a NUL-terminated name.
-                let h = unsafe { libc::dlopen(name.as_ptr(), flags) };
-                if !h.is_null() {
-                    self.note(h);
-                    return self.handle.load(Ordering::Acquire);
-                }
-            }
-        }
-        std::ptr::null_mut()
-    }
-
-    /// The library's own definition of `name` (NULL when absent; never the shim's).
-    fn sym(&self, name: &CStr) -> *mut c_void {
-        let h = self.get();
-        if h.is_null() {
-            return std::ptr::null_mut();
-        }
-        // SAFETY: a handle from dlopen.
-        let p = unsafe { real_dlsym(h, name) };
-        if is_ours(p) {
-            std::ptr::null_mut()
-        } else {
-            p
-        }
-    }
-}
-
-static CUDA: Lib = Lib {
-    handle: AtomicPtr::new(std::ptr::null_mut()),
-    sonames: &[c"libcuda.so.1", c"libcuda.so"],
-};
-static NVML: Lib = Lib {
-    handle: AtomicPtr::new(std::ptr::null_mut()),
-    sonames: &[c"libnvidia-ml.so.1", c"libnvidia-ml.so"],
-};
-
-/// The real CUDA driver's `name` (NULL when the driver lacks it).
-pub fn real_cuda(name: &CStr) -> *mut c_void {
-    CUDA.sym(name)
-}
-
-/// The real NVML's `name` (NULL when NVML lacks it).
-pub fn real_nvml(name: &CStr) -> *mut c_void {
-    NVML.sym(name)
-}
-
-/// A real function resolved on first use and cached (one atomic load afterwards).
-pub struct RealFn {
-    name: &'static CStr,
-    addr: AtomicUsize,
-}
-
-const ABSENT: usize = usize::MAX;
-
-impl RealFn {
-    pub const fn new(name: &'static CStr) -> RealFn {
-        RealFn {
-            name,
-            addr: AtomicUsize::new(0),
-        }
-    }
-
-    pub fn name(&self) -> &'static CStr {
-        self.name
-    }
-
-    /// The real address, or None when the driver lacks the function.
-    #[inline]
-    pub fn get(&self) -> Option<usize> {
-        let a = self.addr.load(Ordering::Relaxed);
-        if a != 0 {
-            return (a != ABSENT).then_some(a);
-        }
-        self.resolve()
-    }
-
-    #[cold]
-    fn resolve(&self) -> Option<usize> {
-        let p = real_cuda(self.name) as usize;
-        // Racing resolvers store the same value.
-        self.addr
-            .store(if p == 0 { ABSENT } else { p }, Ordering::Relaxed);
-        (p != 0).then_some(p)
-    }
-
-    /// Records the address the real `cuGetProcAddress` answered (it is the driver's own).
-    pub fn offer(&self, p: *mut c_void) {
-        if !p.is_null() && !is_ours(p) {
-            let _ = self
-                .addr
-                .compare_exchange(0, p as usize, Ordering::Relaxed, Ordering::Relaxed);
-        }
-    }
-}
 
 // ---------------------------------------------------------------------------------------------
 // The dlsym trampoline.
@@ -264,7 +70,8 @@ pub unsafe extern "C" fn genv_dlsym_hook(
     if name.is_null() || handle == libc::RTLD_NEXT {
         return pass();
     }
-    let n = CStr::from_ptr(name);
+    // SAFETY: dlsym's name is a NUL-terminated string.
+    let n = unsafe { CStr::from_ptr(name) };
     let b = n.to_bytes();
     let cuda = is_cuda_name(b);
     // Not only inside an environment: a process may enter one later (genv.sdk.activate()), and
@@ -278,21 +85,24 @@ pub unsafe extern "C" fn genv_dlsym_hook(
 /// # Safety
 /// `handle` as the program passed it to `dlsym`.
 unsafe fn lookup(handle: *mut c_void, n: &CStr, cuda: bool) -> Decision {
-    let real = real_dlsym(handle, n);
+    // SAFETY: the program's handle, as it passed it to dlsym.
+    let real = unsafe { real_dlsym(handle, n) };
     if real.is_null() {
         // Absent on that handle: answer as the real dlsym would (and set its dlerror).
         return pass();
     }
     let pseudo = handle.is_null(); // RTLD_DEFAULT
+                                   // The real library the program found the name in is pinned (real.rs), so that what the
+                                   // shim resolves there stays valid however the program closes and reopens it.
     let wrapper = if cuda {
         let w = crate::cuda::wrapper(n.to_bytes());
         if w.is_some() && !pseudo && !is_ours(real) {
-            CUDA.note(handle);
+            real::CUDA.note(real);
         }
         w
     } else {
         if !pseudo && !is_ours(real) {
-            NVML.note(handle);
+            real::NVML.note(real);
         }
         crate::nvml::lookup(n)
     };

@@ -1,6 +1,8 @@
-//! The CUDA driver ABI types this library needs, hand-written from the driver API's layouts.
+//! The CUDA driver API's types, result codes and record layouts that genv needs, hand-written
+//! from the driver API's documented layouts (the shim reads the leading fields of some records,
+//! the simulated driver implements them).
 
-use std::ffi::c_void;
+use std::ffi::{c_uint, c_void};
 
 pub type CUresult = i32;
 pub type CUdevice = i32;
@@ -118,6 +120,34 @@ pub struct CudaArray3dDescriptor {
     pub num_channels: u32,
     pub flags: u32,
 }
+
+/// The pre-3.2 descriptors, with `unsigned int` extents.
+#[repr(C)]
+pub struct CudaArrayDescriptorV1 {
+    pub width: c_uint,
+    pub height: c_uint,
+    pub format: u32,
+    pub num_channels: c_uint,
+}
+
+#[repr(C)]
+pub struct CudaArray3dDescriptorV1 {
+    pub width: c_uint,
+    pub height: c_uint,
+    pub depth: c_uint,
+    pub format: u32,
+    pub num_channels: c_uint,
+    pub flags: c_uint,
+}
+
+/// `CUDA_ARRAY3D_*` flags that change what an array holds: the depth of a layered or cubemap
+/// array counts layers (or faces), which do not shrink with the mipmap level.
+pub const CUDA_ARRAY3D_LAYERED: c_uint = 0x01;
+pub const CUDA_ARRAY3D_CUBEMAP: c_uint = 0x04;
+
+/// `cuGetProcAddress` answers for the legacy and per-thread default streams: the stream handles
+/// 0 (NULL), `CU_STREAM_LEGACY` and `CU_STREAM_PER_THREAD` mean "the current context's".
+pub const LAST_SPECIAL_STREAM: usize = CU_STREAM_PER_THREAD;
 
 /// Bytes of one channel of a `CUarray_format`, for the formats with whole-byte texels.
 pub fn format_bytes(format: u32) -> Option<u64> {
