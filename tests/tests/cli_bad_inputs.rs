@@ -2,8 +2,7 @@
 //! no panic, and the state exactly as before. Arguments are bytes: also ones that are not
 //! UTF-8 or hold control characters, which messages show escaped (`'\xff'`, `'\x1b[31m'`).
 
-#[path = "../support/genv.rs"]
-mod support;
+use genv_tests::support;
 
 use genv_state::layout::{EID_MAX, GPU_MEMORY_MAX, NAME_MAX};
 use std::ffi::{OsStr, OsString};

@@ -1,8 +1,7 @@
 //! Every command of usage.rst and its output formats, through the `genv` binary on the
 //! simulated machine (4 H100s unless a test says otherwise).
 
-#[path = "../support/genv.rs"]
-mod support;
+use genv_tests::support;
 
 use serde_json::json;
 use support::*;

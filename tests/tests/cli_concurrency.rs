@@ -1,7 +1,6 @@
 //! Many genv processes placing environments at once: each device goes to exactly one of them.
 
-#[path = "../support/genv.rs"]
-mod support;
+use genv_tests::support;
 
 use std::collections::{HashMap, HashSet};
 use std::process::Stdio;

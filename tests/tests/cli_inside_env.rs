@@ -1,8 +1,7 @@
 //! The genv CLI sees the real machine also when it runs inside an environment, where the shell
 //! has put the shim in front of it (LD_PRELOAD) and every other program sees only the slice.
 
-#[path = "../support/genv.rs"]
-mod support;
+use genv_tests::support;
 
 use support::*;
 

@@ -2,8 +2,7 @@
 //! when the first user has umask 077), and neither can change, detach or deactivate the other's
 //! environment. Needs root to switch users (CI runs as root); skips with a reason otherwise.
 
-#[path = "../support/genv.rs"]
-mod support;
+use genv_tests::support;
 
 use serde_json::json;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};

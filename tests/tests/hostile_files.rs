@@ -3,10 +3,8 @@
 //! is harmless, and the victim's files and environments stay as they were. Real second and
 //! third users (made here; CI runs as root); skips with a reason when users cannot be switched.
 
-#[path = "../support/shim.rs"]
-mod shim;
-#[path = "../support/genv.rs"]
-mod support;
+use genv_tests::shim;
+use genv_tests::support;
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -509,16 +507,6 @@ fn full_file_system_is_an_error_not_a_signal() {
     let out = Sandbox::output(c);
     assert!(out.code.is_some(), "signal: {out:#?}");
     out.no_panic();
-}
-
-impl User {
-    fn root() -> User {
-        User {
-            uid: 0,
-            gid: 0,
-            name: "root".into(),
-        }
-    }
 }
 
 #[test]

@@ -3,8 +3,7 @@
 //! `deactivate` restores exactly what was there; the wrapper returns genv's exit status; a failed
 //! activation leaves nothing behind. A shell that is not installed is skipped with a message.
 
-#[path = "../support/genv.rs"]
-mod support;
+use genv_tests::support;
 
 use support::*;
 

@@ -3,10 +3,8 @@
 //! is sampled all along. One test per binary: the simulated ledger is located by GENV_SIM_DIR,
 //! read once per process.
 
-#[path = "../support/shim.rs"]
-mod shim;
-#[path = "../support/genv.rs"]
-mod support;
+use genv_tests::shim;
+use genv_tests::support;
 
 use shim::*;
 use std::io::{BufRead, BufReader};

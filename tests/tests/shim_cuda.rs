@@ -1,10 +1,8 @@
 //! The shim's CUDA side over the simulated machine: the device view, the memory capacity on
 //! every allocation path, through each of the three ways programs reach the driver.
 
-#[path = "../support/shim.rs"]
-mod shim;
-#[path = "../support/genv.rs"]
-mod support;
+use genv_tests::shim;
+use genv_tests::support;
 
 use shim::*;
 use std::io::{BufRead, BufReader, Write};

@@ -1,10 +1,8 @@
 //! How the shim gets control: its dlsym (both glibc versions, RTLD_NEXT / RTLD_DEFAULT kept),
 //! cuGetProcAddress variants and pointer identity, threads and fork.
 
-#[path = "../support/shim.rs"]
-mod shim;
-#[path = "../support/genv.rs"]
-mod support;
+use genv_tests::shim;
+use genv_tests::support;
 
 use shim::*;
 use std::path::PathBuf;

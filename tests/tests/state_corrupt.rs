@@ -2,8 +2,7 @@
 //! the missing one, and refuses the others with one clear line (naming the file and the way
 //! out), a non-zero exit and no panic, leaving the file exactly as it was.
 
-#[path = "../support/genv.rs"]
-mod support;
+use genv_tests::support;
 
 use genv_state::layout::{FILE_SIZE, HEADER_SIZE, MAGIC, VERSION};
 use std::os::unix::fs::PermissionsExt;

@@ -1,8 +1,7 @@
 //! Environments whose processes are gone are forgotten without `deactivate`: a shell killed
 //! with SIGKILL, a zombie, a pid that now names another process.
 
-#[path = "../support/genv.rs"]
-mod support;
+use genv_tests::support;
 
 use serde_json::json;
 use std::io::{BufRead, BufReader};

@@ -2,10 +2,8 @@
 //! ended: genv notices instead of silently starting an empty state that hands out GPUs in use,
 //! and the memory reports (CUDA, NVML, `genv envs`) give back what ended processes held.
 
-#[path = "../support/shim.rs"]
-mod shim;
-#[path = "../support/genv.rs"]
-mod support;
+use genv_tests::shim;
+use genv_tests::support;
 
 use shim::*;
 use std::io::{BufRead, BufReader, Write};

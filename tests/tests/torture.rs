@@ -14,10 +14,8 @@
 //!
 //! `GENV_TORTURE_SECS` (default 16) splits between the phases; the figures are printed.
 
-#[path = "../support/shim.rs"]
-mod shim;
-#[path = "../support/genv.rs"]
-mod support;
+use genv_tests::shim;
+use genv_tests::support;
 
 use shim::*;
 use std::os::unix::fs::FileExt;

@@ -1,7 +1,6 @@
 //! Shared helpers of the integration tests: where the built binaries are, and a sandbox per test
 //! (its own state directory, simulated machine, HOME and working directory) that runs `genv` as
-//! a subprocess. Pulled into each test crate with `#[path = "../support/genv.rs"] mod support;`.
-#![allow(dead_code)] // each test crate uses a different subset
+//! a subprocess.
 
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
@@ -449,6 +448,16 @@ pub fn wait_for(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
 
 // ---------------------------------------------------------------------------------------------
 // Other users (the tests run as root in CI and switch to real second and third users).
+
+impl User {
+    pub fn root() -> User {
+        User {
+            uid: 0,
+            gid: 0,
+            name: "root".into(),
+        }
+    }
+}
 
 /// A user of the machine for a test.
 #[derive(Clone, Debug)]

@@ -1,9 +1,7 @@
 //! Helpers of the shim's tests: C programs built on demand, and commands run under the shim in
-//! an environment. Pulled in with `#[path = "../support/shim.rs"] mod shim;` next to
-//! `support` (genv.rs), which it uses.
-#![allow(dead_code)]
+//! an environment.
 
-use super::support::*;
+use crate::support::*;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Mutex;
