@@ -79,6 +79,7 @@ pub unsafe extern "C" fn genv_dlsym_hook(
     if !(cuda || is_nvml_name(b)) || crate::view::bypassed() {
         return pass();
     }
+    // SAFETY: dlsym's own arguments.
     std::panic::catch_unwind(|| unsafe { lookup(handle, n, cuda) }).unwrap_or_else(|_| pass())
 }
 

@@ -23,20 +23,26 @@ use super::*;
 /// The 16 bytes of `CUuuid`.
 const UUID_BYTES: usize = 16;
 
-/// Helpers the wrappers call; never handed out.
-// SAFETY (each): the driver's C signature of that name.
+// Helpers the wrappers call; never handed out. SAFETY of each `Real::new`: the type given is
+// the driver's C signature of that name.
+type CtxFn = unsafe extern "C" fn(*mut CUcontext) -> CUresult;
+type UuidFn = unsafe extern "C" fn(*mut [u8; UUID_BYTES], CUdevice) -> CUresult;
+// SAFETY: see above.
 static CTX_GET_DEVICE: Real<unsafe extern "C" fn(*mut CUdevice) -> CUresult> =
     unsafe { Real::new(&real::CUDA, c"cuCtxGetDevice") };
-static CTX_GET_CURRENT: Real<unsafe extern "C" fn(*mut CUcontext) -> CUresult> =
-    unsafe { Real::new(&real::CUDA, c"cuCtxGetCurrent") };
+// SAFETY: see above.
+static CTX_GET_CURRENT: Real<CtxFn> = unsafe { Real::new(&real::CUDA, c"cuCtxGetCurrent") };
+// SAFETY: see above.
 static CTX_PUSH: Real<unsafe extern "C" fn(CUcontext) -> CUresult> =
     unsafe { Real::new(&real::CUDA, c"cuCtxPushCurrent_v2") };
-static CTX_POP: Real<unsafe extern "C" fn(*mut CUcontext) -> CUresult> =
-    unsafe { Real::new(&real::CUDA, c"cuCtxPopCurrent_v2") };
+// SAFETY: see above.
+static CTX_POP: Real<CtxFn> = unsafe { Real::new(&real::CUDA, c"cuCtxPopCurrent_v2") };
+// SAFETY: see above.
 static STREAM_GET_CTX: Real<unsafe extern "C" fn(CUstream, *mut CUcontext) -> CUresult> =
     unsafe { Real::new(&real::CUDA, c"cuStreamGetCtx") };
-type UuidFn = unsafe extern "C" fn(*mut [u8; UUID_BYTES], CUdevice) -> CUresult;
+// SAFETY: see above.
 static UUID_V2: Real<UuidFn> = unsafe { Real::new(&real::CUDA, c"cuDeviceGetUuid_v2") };
+// SAFETY: see above.
 static UUID: Real<UuidFn> = unsafe { Real::new(&real::CUDA, c"cuDeviceGetUuid") };
 
 // ---------------------------------------------------------------------------------------------
@@ -381,15 +387,17 @@ pub(super) unsafe fn get(
     dev: *mut CUdevice,
     ordinal: c_int,
 ) -> CUresult {
-    // SAFETY (every call below): the caller's out pointer, and an ordinal of the driver's.
     let Some(v) = view::get() else {
+        // SAFETY: the caller's arguments, unchanged.
         return unsafe { real(dev, ordinal) };
     };
     if fixed(v) {
+        // SAFETY: as above.
         return unsafe { real(dev, ordinal) };
     }
     let Some(m) = dev_table(v).and_then(|t| t.remap.as_ref()) else {
         // Not initialised (the driver says so), or devices unreadable (none).
+        // SAFETY: as above.
         let r = unsafe { real(dev, ordinal) };
         return if r == CUDA_SUCCESS {
             CUDA_ERROR_INVALID_DEVICE
@@ -398,6 +406,7 @@ pub(super) unsafe fn get(
         };
     };
     match usize::try_from(ordinal).ok().and_then(|i| m.get(i)) {
+        // SAFETY: the caller's out pointer, and an ordinal the driver knows.
         Some(&(real_ordinal, _)) => unsafe { real(dev, real_ordinal) },
         None => CUDA_ERROR_INVALID_DEVICE,
     }
