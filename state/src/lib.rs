@@ -8,9 +8,11 @@ pub mod home;
 pub mod layout;
 pub mod ledger;
 pub mod lock;
+pub mod mode;
 pub mod ops;
 pub mod procfs;
 pub mod store;
+pub mod system;
 pub mod text;
 pub mod units;
 
