@@ -491,29 +491,37 @@ impl Store {
     /// A consistent copy of the current tables, without taking any lock.
     pub fn snapshot(&self) -> Snapshot {
         let mut out = zeroed_tables();
-        self.snapshot_into(&mut out);
-        let g = self.generation();
+        let generation = self.snapshot_into(&mut out);
         Snapshot {
             tables: out,
-            generation: g,
+            generation,
         }
     }
 
-    /// Copies the active tables into `out` (a seqlock read: retried while a writer overtakes us).
-    pub fn snapshot_into(&self, out: &mut Tables) -> u64 {
+    /// Copies the active tables into `out`, which must be all zero (a seqlock read: retried
+    /// while a writer overtakes us). Only the used prefix is copied, and `out`'s zero tail is
+    /// left as it is: touching all of it would fault in megabytes of pages, the largest cost of
+    /// a program's first CUDA call under the shim.
+    fn snapshot_into(&self, out: &mut Tables) -> u64 {
         let h = self.header();
+        // Bytes of `out` that an earlier, abandoned attempt wrote.
+        let mut dirty = 0usize;
         loop {
             let g1 = h.generation.load(Ordering::SeqCst);
             let which = h.active.load(Ordering::SeqCst) as usize;
             let src = self.tables_ptr(which);
             // SAFETY: src points at a Tables in the mapping; we copy raw bytes and only trust
-            // them if no writer could have started on this copy meanwhile (checked below).
+            // them if no writer could have started on this copy meanwhile (checked below). The
+            // lengths are bounded by the clamped high-water mark, within both Tables.
             let ok = unsafe {
                 let hwm = std::ptr::read_volatile(std::ptr::addr_of!((*src).env_hwm)) as usize;
                 let len = tables_prefix_len(hwm.min(MAX_ENVS));
-                std::ptr::copy_nonoverlapping(src as *const u8, out as *mut Tables as *mut u8, len);
-                let rest = std::mem::size_of::<Tables>() - len;
-                std::ptr::write_bytes((out as *mut Tables as *mut u8).add(len), 0, rest);
+                let dst = out as *mut Tables as *mut u8;
+                std::ptr::copy_nonoverlapping(src as *const u8, dst, len);
+                if dirty > len {
+                    std::ptr::write_bytes(dst.add(len), 0, dirty - len);
+                }
+                dirty = dirty.max(len);
                 fence(Ordering::SeqCst);
                 let g2 = h.generation.load(Ordering::SeqCst);
                 // A writer bumps the generation once when it starts and once after its flip; our
