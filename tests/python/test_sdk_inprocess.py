@@ -232,3 +232,40 @@ print("done")
     given_back = text.count("ledger slot")
     # The last registration stays until the process ends (it was never left while alive).
     assert registered == 9 and given_back == 8, text
+
+
+def test_vmm_allocation_on_a_device_outside_the_environment_is_refused(g):
+    # The driver was initialised outside any environment, so it knows every GPU; a cuMemCreate
+    # naming a real device the environment is not attached to (by its raw ordinal, which a
+    # program can guess) is refused like every other allocation path, not passed through
+    # uncounted.
+    p = g.py(PRELUDE + r"""
+class Loc(ctypes.Structure):
+    _fields_ = [("type", ctypes.c_int), ("id", ctypes.c_int)]
+class Prop(ctypes.Structure):
+    _fields_ = [("type", ctypes.c_int), ("handleTypes", ctypes.c_int), ("location", Loc),
+                ("win32", ctypes.c_void_p), ("compression", ctypes.c_ubyte),
+                ("rdma", ctypes.c_ubyte), ("usage", ctypes.c_ushort), ("reserved", ctypes.c_ubyte * 4)]
+assert cuda.cuInit(0) == 0
+out = {}
+with s.activate(config=s.Env.Config(gpu_memory="1gi")):
+    s.attach(index=2)
+    assert cuda.cuInit(0) == 0  # an initialisation point: the shim follows the activation
+    mine = use(0)
+    assert mine == 2
+    def create(dev):
+        h = ctypes.c_uint64()
+        prop = Prop(type=1, handleTypes=0, location=Loc(type=1, id=dev))
+        r = cuda.cuMemCreate(ctypes.byref(h), ctypes.c_size_t(64 << 20), ctypes.byref(prop), ctypes.c_ulonglong(0))
+        if r == 0:
+            assert cuda.cuMemRelease(h) == 0
+        return r
+    out = {"mine": create(mine), "foreign": create(0), "over": None}
+    # The environment's own device is counted against the capacity.
+    h = ctypes.c_uint64()
+    prop = Prop(type=1, handleTypes=0, location=Loc(type=1, id=mine))
+    out["over"] = cuda.cuMemCreate(ctypes.byref(h), ctypes.c_size_t(2 << 30), ctypes.byref(prop), ctypes.c_ulonglong(0))
+print(json.dumps(out))
+""", env={"LD_PRELOAD": SHIM})
+    r = json.loads(p.stdout.strip().splitlines()[-1])
+    assert r == {"mine": 0, "foreign": 2, "over": 2}, r
