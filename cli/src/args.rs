@@ -8,9 +8,8 @@ use crate::shell::Dialect;
 use clap::builder::{PossibleValue, PossibleValuesParser, StyledStr, Styles, TypedValueParser};
 use clap::error::{ContextKind, ContextValue, ErrorKind};
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
-use genv_state::ops::{parse_gpu_memory, parse_gpus, validate_eid, validate_name};
-use genv_state::text::{self, quote, quote_os, utf8};
-use genv_state::{Config, Error};
+use genv_state::text::{self, quote_os};
+use genv_state::{Capacity, Config, DeviceCount, DeviceIndex, EnvId, Error, Input, Name};
 use std::ffi::{OsStr, OsString};
 use std::os::unix::ffi::OsStrExt;
 
@@ -216,9 +215,9 @@ impl Field {
 /// A checked value for a configuration field.
 #[derive(Clone, PartialEq, Eq, Debug)]
 pub enum Value {
-    Gpus(u32),
-    GpuMemory(String),
-    Name(String),
+    Gpus(DeviceCount),
+    GpuMemory(Capacity),
+    Name(Name),
 }
 
 #[derive(Clone, PartialEq, Eq, Debug)]
@@ -236,7 +235,7 @@ pub struct ConfigCmd {
 #[derive(Clone, PartialEq, Eq, Debug)]
 pub enum Command {
     Activate {
-        id: Option<String>,
+        id: Option<EnvId>,
         flags: Config,
         no_load: bool,
         no_attach: bool,
@@ -448,30 +447,8 @@ fn shell_args(sh: ShellArgs, what: &str) -> Result<(Dialect, u32), Error> {
     }
 }
 
-fn name_arg(s: OsString) -> Result<String, Error> {
-    let n = utf8("name", s)?;
-    validate_name(&n)?;
-    Ok(n)
-}
-
-fn gpus_arg(s: OsString) -> Result<u32, Error> {
-    parse_gpus(&utf8("device count", s)?)
-}
-
-fn gpu_memory_arg(s: OsString) -> Result<String, Error> {
-    let m = utf8("GPU memory", s)?;
-    parse_gpu_memory(&m)?;
-    Ok(m)
-}
-
 fn index_arg(s: OsString) -> Result<u32, Error> {
-    let s = utf8("device index", s)?;
-    s.trim().parse::<u32>().map_err(|_| {
-        Error::Input(format!(
-            "invalid device index {}: expected a whole number (0 for the first GPU)",
-            quote(&s)
-        ))
-    })
+    DeviceIndex::parse_os(&s).map(DeviceIndex::get)
 }
 
 /// The config options of `activate` / `exec`.
@@ -481,9 +458,9 @@ fn config_from_flags(
     gpu_memory: Option<OsString>,
 ) -> Result<Config, Error> {
     Ok(Config {
-        name: name.map(name_arg).transpose()?,
-        gpus: gpus.map(gpus_arg).transpose()?,
-        gpu_memory: gpu_memory.map(gpu_memory_arg).transpose()?,
+        name: name.as_deref().map(Name::parse_os).transpose()?,
+        gpus: gpus.as_deref().map(DeviceCount::parse_os).transpose()?,
+        gpu_memory: gpu_memory.as_deref().map(Capacity::parse_os).transpose()?,
     })
 }
 
@@ -522,9 +499,9 @@ fn config_args(
     }
     let value = match (field, value) {
         (_, None) => None,
-        (Some(Field::Gpus), Some(v)) => Some(Value::Gpus(gpus_arg(v)?)),
-        (Some(Field::GpuMemory), Some(v)) => Some(Value::GpuMemory(gpu_memory_arg(v)?)),
-        (Some(Field::Name), Some(v)) => Some(Value::Name(name_arg(v)?)),
+        (Some(Field::Gpus), Some(v)) => Some(Value::Gpus(DeviceCount::parse_os(&v)?)),
+        (Some(Field::GpuMemory), Some(v)) => Some(Value::GpuMemory(Capacity::parse_os(&v)?)),
+        (Some(Field::Name), Some(v)) => Some(Value::Name(Name::parse_os(&v)?)),
         (None, Some(_)) => unreachable!("clap gives a value only after a field"),
     };
     Ok(ConfigCmd {
@@ -551,14 +528,7 @@ fn check(cmd: Cmd) -> Result<Command, Error> {
             sh,
         } => {
             let (dialect, shell_pid) = shell_args(sh, "activate")?;
-            let id = match id {
-                Some(id) => {
-                    let id = utf8("environment identifier", id)?;
-                    validate_eid(&id)?;
-                    Some(id)
-                }
-                None => None,
-            };
+            let id = id.as_deref().map(EnvId::parse_os).transpose()?;
             Command::Activate {
                 id,
                 flags: config_from_flags(name, gpus, gpu_memory)?,
@@ -647,7 +617,7 @@ mod tests {
             c,
             Command::Config(ConfigCmd {
                 field: Some(Field::GpuMemory),
-                value: Some(Value::GpuMemory("4g".into())),
+                value: Some(Value::GpuMemory(Capacity::parse("4g").unwrap())),
                 clear: false,
                 save: false,
                 load: false,
@@ -670,9 +640,9 @@ mod tests {
             Command::Activate {
                 dialect: Dialect::Fish,
                 shell_pid: 7,
-                flags: Config { gpus: Some(1), .. },
+                ref flags,
                 ..
-            }
+            } if flags.gpus.map(DeviceCount::get) == Some(1)
         ));
     }
 

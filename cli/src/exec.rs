@@ -1,7 +1,7 @@
 //! `genv exec`: one command in a fresh environment, without any shell integration.
 
 use genv_state::text::quote_os;
-use genv_state::{devices, AttachOutcome, Caller, Config, Error, Genv};
+use genv_state::{devices, AttachOutcome, Caller, Config, EnvId, Error, Genv, Input};
 use std::ffi::{OsStr, OsString};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
@@ -17,7 +17,7 @@ pub fn run(
     let shim = crate::shell::shim_path()?;
     let genv = Genv::open()?;
     let pid = std::process::id();
-    let eid = format!("exec-{pid}");
+    let eid = EnvId::parse(&format!("exec-{pid}"))?;
     let needs_devices = config.gpus.is_some() || !index.is_empty();
     let gpus = if needs_devices {
         devices::read_gpus()?
@@ -49,7 +49,7 @@ pub fn run(
         let mut cmd = Command::new(&command[0]);
         cmd.args(&command[1..])
             .env("LD_PRELOAD", &preload)
-            .env("GENV_ENVIRONMENT_ID", &eid)
+            .env("GENV_ENVIRONMENT_ID", eid.as_str())
             .env("GENV_SHIM_PATH", &shim)
             .env_remove("GENV_SHIM_BYPASS");
         run_command(cmd, &command[0])

@@ -1,11 +1,11 @@
 //! `genv lock -- CMD…`: runs a command with exclusive use of the environment's devices among
 //! the environments sharing them (see genv_state::lock for the protocol).
 
-use genv_state::{lock, Error, Genv};
+use genv_state::{lock, EnvId, Error, Genv};
 use std::ffi::OsString;
 use std::process::{Command, ExitCode};
 
-pub fn run(eid: Option<String>, command: Vec<OsString>) -> Result<ExitCode, Error> {
+pub fn run(eid: Option<EnvId>, command: Vec<OsString>) -> Result<ExitCode, Error> {
     // Outside an environment there is nothing to lock: the command just runs.
     let held = match eid {
         Some(eid) => lock::lock_env(&Genv::open()?, &eid, &mut || Ok(()))?,

@@ -7,9 +7,8 @@ mod output;
 mod shell;
 
 use args::{Command, ConfigCmd, Field, Outcome, Value};
-use genv_state::ops::validate_eid;
 use genv_state::text::{self, quote_path};
-use genv_state::{devices, home, AttachOutcome, Caller, Config, Error, Genv};
+use genv_state::{devices, home, AttachOutcome, Caller, Config, EnvId, Error, Genv, Input};
 use std::process::ExitCode;
 
 fn fail(e: Error) -> ExitCode {
@@ -20,17 +19,16 @@ fn fail(e: Error) -> ExitCode {
 /// The environment this process runs in, from `GENV_ENVIRONMENT_ID`. genv only ever sets it to
 /// an environment identifier, so anything else there is refused with a line naming the
 /// variable, not taken for "no environment".
-fn current_eid() -> Result<Option<String>, Error> {
+fn current_eid() -> Result<Option<EnvId>, Error> {
     let Some(v) = std::env::var_os("GENV_ENVIRONMENT_ID").filter(|v| !v.is_empty()) else {
         return Ok(None);
     };
-    let named = |e: Error| Error::Input(format!("GENV_ENVIRONMENT_ID: {e}"));
-    let eid = text::utf8("environment identifier", v).map_err(named)?;
-    validate_eid(&eid).map_err(named)?;
-    Ok(Some(eid))
+    EnvId::parse_os(&v)
+        .map(Some)
+        .map_err(|e| Error::Input(format!("GENV_ENVIRONMENT_ID: {e}")))
 }
 
-fn require_eid() -> Result<String, Error> {
+fn require_eid() -> Result<EnvId, Error> {
     current_eid()?.ok_or(Error::NotActive)
 }
 
@@ -84,7 +82,10 @@ fn run(cmd: Command) -> Result<ExitCode, Error> {
                 }
             }
             config.overlay(&flags);
-            let eid = id.unwrap_or_else(|| shell_pid.to_string());
+            let eid = match id {
+                Some(id) => id,
+                None => EnvId::parse(&shell_pid.to_string())?,
+            };
             let shim = shell::shim_path()?;
             let genv = Genv::open()?;
             let gpus_list;
@@ -110,7 +111,7 @@ fn run(cmd: Command) -> Result<ExitCode, Error> {
         }
         Command::Status { json } => {
             let env = match current_eid()? {
-                Some(eid) => Some((eid.clone(), Genv::open()?.env(&eid))),
+                Some(eid) => Some((eid.to_string(), Genv::open()?.env(&eid))),
                 None => None,
             };
             output::status(env, json);
