@@ -375,6 +375,10 @@ fn lock_env(py: Python<'_>, eid: Text) -> PyResult<DeviceLock> {
 
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    // The messages genv.sdk raises itself (it reads os.environ, not the state), as the CLI
+    // words them.
+    m.add("NOT_ACTIVE", Error::NotActive.to_string())?;
+    m.add("ALREADY_ACTIVE", Error::AlreadyActive.to_string())?;
     m.add_function(wrap_pyfunction!(validate_config, m)?)?;
     m.add_function(wrap_pyfunction!(parse_gpu_memory, m)?)?;
     m.add_function(wrap_pyfunction!(quote, m)?)?;
