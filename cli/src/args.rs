@@ -1,20 +1,18 @@
-//! The command line: clap's definitions, and [`parse`], which turns the arguments into a checked
-//! [`Command`] without running anything or touching the state (so that it can be fuzzed in
-//! process). Arguments are taken as the OS gives them: those that must be text are checked here
-//! (one line naming the argument), and the command of `exec` / `lock` passes through unchanged,
-//! whatever its bytes.
+//! The command line: clap's definitions (one module per command, in cmd/), and [`parse`], which
+//! turns the arguments into a checked [`Command`] without running anything or touching the
+//! state (so that it can be fuzzed in process). Arguments are taken as the OS gives them: those
+//! that must be text are checked by their value parsers (one line naming the argument), and
+//! the command of `exec` / `lock` passes through unchanged, whatever its bytes.
 
-use crate::shell::Dialect;
-use clap::builder::{PossibleValue, PossibleValuesParser, StyledStr, Styles, TypedValueParser};
+use crate::cmd::{Cmd, Command};
+use crate::exit::Exit;
+use clap::builder::{StyledStr, Styles};
 use clap::error::{ContextKind, ContextValue, ErrorKind};
-use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
-use genv_state::ops::{parse_gpu_memory, parse_gpus, validate_eid, validate_name};
-use genv_state::text::{self, quote, quote_os, utf8};
-use genv_state::{Config, Error};
-use std::ffi::{OsStr, OsString};
+use clap::{CommandFactory, FromArgMatches, Parser};
+use genv_state::text;
+use genv_state::Error;
+use std::ffi::OsString;
 use std::os::unix::ffi::OsStrExt;
-
-const DIALECTS: [&str; 3] = ["bash", "zsh", "fish"];
 
 #[derive(Parser)]
 #[command(
@@ -29,271 +27,20 @@ struct Cli {
     cmd: Cmd,
 }
 
-#[derive(Args, Clone, Default)]
-struct ShellArgs {
-    /// Shell dialect to print code for (set by the shell integration).
-    #[arg(long, hide = true, value_parser = Utf8(PossibleValuesParser::new(DIALECTS)))]
-    shell: Option<String>,
-    /// The pid of the interactive shell (set by the shell integration).
-    #[arg(long, hide = true, value_parser = Utf8(clap::value_parser!(u32)))]
-    shell_pid: Option<u32>,
-}
-
-#[derive(Subcommand)]
-enum Cmd {
-    /// Activate an environment in this shell (detached from all GPUs until attached)
-    Activate {
-        /// Environment identifier (default: the shell's pid); an existing one of yours is joined
-        #[arg(long)]
-        id: Option<OsString>,
-        /// Environment name
-        #[arg(long)]
-        name: Option<OsString>,
-        /// Device count
-        #[arg(long, allow_hyphen_values = true)]
-        gpus: Option<OsString>,
-        /// GPU memory capacity per device, e.g. 4g, 42mi
-        #[arg(long)]
-        gpu_memory: Option<OsString>,
-        /// Do not load the configuration saved in .genv/
-        #[arg(long)]
-        no_load: bool,
-        /// Do not attach devices even when a device count is configured
-        #[arg(long)]
-        no_attach: bool,
-        /// Leave the shell prompt alone
-        #[arg(long)]
-        no_prompt: bool,
-        /// Allow sharing devices with other over-subscribed environments
-        #[arg(long)]
-        over_subscribe: bool,
-        #[command(flatten)]
-        sh: ShellArgs,
-    },
-    /// Deactivate the environment of this shell
-    Deactivate {
-        #[command(flatten)]
-        sh: ShellArgs,
-    },
-    /// Print the status of the current environment
-    Status {
-        #[arg(long)]
-        json: bool,
-    },
-    /// Print or change the configuration of the current environment
-    Config {
-        /// One of: gpus, gpu-memory, name (all fields when omitted)
-        field: Option<OsString>,
-        /// New value for the field (prints the field when omitted)
-        #[arg(allow_hyphen_values = true)]
-        value: Option<OsString>,
-        /// Clear the field (or the whole configuration)
-        #[arg(long)]
-        clear: bool,
-        /// Also save the configuration to the .genv/ directory
-        #[arg(long)]
-        save: bool,
-        /// Load the configuration saved in the .genv/ directory
-        #[arg(long)]
-        load: bool,
-        #[arg(long)]
-        json: bool,
-    },
-    /// Print the .genv/ directory that applies here
-    Home,
-    /// Attach the current environment to devices
-    Attach {
-        /// Attach this device (NVML index) only
-        #[arg(long, allow_hyphen_values = true)]
-        index: Option<OsString>,
-        /// Allow sharing devices with other over-subscribed environments when their GPU memory
-        /// capacities fit
-        #[arg(long)]
-        over_subscribe: bool,
-    },
-    /// Detach the current environment from devices
-    Detach {
-        /// Detach from this device only
-        #[arg(long, allow_hyphen_values = true)]
-        index: Option<OsString>,
-    },
-    /// List the active environments
-    Envs {
-        #[arg(long)]
-        json: bool,
-    },
-    /// List the devices and their attachments
-    Devices {
-        #[arg(long)]
-        json: bool,
-    },
-    /// Run one command in a fresh environment, removed when the command exits
-    Exec {
-        #[arg(long)]
-        name: Option<OsString>,
-        #[arg(long, allow_hyphen_values = true)]
-        gpus: Option<OsString>,
-        #[arg(long, allow_hyphen_values = true)]
-        gpu_memory: Option<OsString>,
-        /// Attach this device (repeatable)
-        #[arg(long)]
-        index: Vec<OsString>,
-        #[arg(long)]
-        over_subscribe: bool,
-        /// The command and its arguments
-        #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
-        command: Vec<OsString>,
-    },
-    /// Run a command with exclusive use of the attached devices among the environments sharing
-    /// them (waits while another environment holds them; nothing to lock outside an environment)
-    Lock {
-        /// The command and its arguments
-        #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
-        command: Vec<OsString>,
-    },
-    /// Print the shell integration for your rc file
-    ShellInit {
-        #[arg(value_parser = Utf8(PossibleValuesParser::new(DIALECTS)))]
-        shell: String,
-    },
-}
-
-/// One of clap's value parsers, with a message naming the argument for a value that is not
-/// UTF-8 (clap's own says only "invalid UTF-8 was detected").
-#[derive(Clone)]
-struct Utf8<P>(P);
-
-impl<P: TypedValueParser> TypedValueParser for Utf8<P> {
-    type Value = P::Value;
-
-    fn parse_ref(
-        &self,
-        cmd: &clap::Command,
-        arg: Option<&clap::Arg>,
-        value: &OsStr,
-    ) -> Result<Self::Value, clap::Error> {
-        if value.to_str().is_some() {
-            return self.0.parse_ref(cmd, arg, value);
-        }
-        let name = arg.map_or_else(|| "argument".to_string(), |a| a.to_string());
-        let mut msg = format!(
-            "invalid value {} for '{name}': not valid UTF-8",
-            quote_os(value)
-        );
-        if let Some(values) = self.0.possible_values() {
-            let names: Vec<String> = values
-                .filter(|v| !v.is_hide_set())
-                .map(|v| v.get_name().to_string())
-                .collect();
-            msg += &format!(" [possible values: {}]", names.join(", "));
-        }
-        Err(cmd.clone().error(ErrorKind::InvalidValue, msg))
-    }
-
-    fn possible_values(&self) -> Option<Box<dyn Iterator<Item = PossibleValue> + '_>> {
-        self.0.possible_values()
-    }
-}
-
-/// A configuration field, as `genv config <field>` names it.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub enum Field {
-    Gpus,
-    GpuMemory,
-    Name,
-}
-
-impl Field {
-    pub fn name(self) -> &'static str {
-        match self {
-            Field::Gpus => "gpus",
-            Field::GpuMemory => "gpu-memory",
-            Field::Name => "name",
-        }
-    }
-}
-
-/// A checked value for a configuration field.
-#[derive(Clone, PartialEq, Eq, Debug)]
-pub enum Value {
-    Gpus(u32),
-    GpuMemory(String),
-    Name(String),
-}
-
-#[derive(Clone, PartialEq, Eq, Debug)]
-pub struct ConfigCmd {
-    pub field: Option<Field>,
-    /// Set when a value was given (never with `clear` or `load`).
-    pub value: Option<Value>,
-    pub clear: bool,
-    pub save: bool,
-    pub load: bool,
-    pub json: bool,
-}
-
-/// A command line that passed every check that needs neither the state nor the machine.
-#[derive(Clone, PartialEq, Eq, Debug)]
-pub enum Command {
-    Activate {
-        id: Option<String>,
-        flags: Config,
-        no_load: bool,
-        no_attach: bool,
-        no_prompt: bool,
-        over_subscribe: bool,
-        dialect: Dialect,
-        shell_pid: u32,
-    },
-    Deactivate {
-        dialect: Dialect,
-        shell_pid: u32,
-    },
-    Status {
-        json: bool,
-    },
-    Config(ConfigCmd),
-    Home,
-    Attach {
-        index: Option<u32>,
-        over_subscribe: bool,
-    },
-    Detach {
-        index: Option<u32>,
-    },
-    Envs {
-        json: bool,
-    },
-    Devices {
-        json: bool,
-    },
-    Exec {
-        config: Config,
-        index: Vec<u32>,
-        over_subscribe: bool,
-        command: Vec<OsString>,
-    },
-    Lock {
-        command: Vec<OsString>,
-    },
-    ShellInit {
-        shell: String,
-    },
-}
-
 /// What the command line asks for.
 #[derive(Debug)]
 pub enum Outcome {
     Run(Command),
-    /// Help or version, for reading: clap prints it (in colour on a terminal) and exits.
+    /// Help or version, for reading: clap prints it (in colour on a terminal).
     Show(clap::Error),
-    /// Help or version in shell mode, where the shell function evals stdout: for stderr, exit 0.
+    /// Help or version in shell mode, where the shell function evals stdout: for stderr.
     ShowOnStderr(String),
-    /// A refused command line: the one line for stderr, and the exit status (2 for what the
-    /// argument parser refuses, 1 for a bad value, as for every other bad input).
+    /// A refused command line: the one line for stderr, and how genv ends ([`Exit::Usage`]
+    /// for what the argument parser refuses, [`Exit::Failure`] for a bad value, as for every
+    /// other bad input).
     Refuse {
         line: String,
-        code: u8,
+        exit: Exit,
     },
 }
 
@@ -330,15 +77,15 @@ pub fn parse(args: Vec<OsString>) -> Outcome {
             }
             return Outcome::Refuse {
                 line: usage_line(e, &args),
-                code: 2,
+                exit: Exit::Usage,
             };
         }
     };
-    match check(cli.cmd) {
+    match cli.cmd.check() {
         Ok(c) => Outcome::Run(c),
         Err(e) => Outcome::Refuse {
             line: error_line(&e),
-            code: 1,
+            exit: Exit::Failure,
         },
     }
 }
@@ -430,193 +177,12 @@ fn one_line(rendered: &str) -> String {
     }
 }
 
-fn shell_args(sh: ShellArgs, what: &str) -> Result<(Dialect, u32), Error> {
-    match (sh.shell, sh.shell_pid) {
-        (Some(s), Some(pid)) => Ok((
-            if s == "fish" {
-                Dialect::Fish
-            } else {
-                Dialect::Posix
-            },
-            pid,
-        )),
-        _ => Err(Error::Input(format!(
-            "`genv {what}` changes your shell, so it runs through the shell integration: add \
-             `eval \"$(genv shell-init bash)\"` to ~/.bashrc (zsh: shell-init zsh; fish: \
-             `genv shell-init fish | source`), or run one command with `genv exec`"
-        ))),
-    }
-}
-
-fn name_arg(s: OsString) -> Result<String, Error> {
-    let n = utf8("name", s)?;
-    validate_name(&n)?;
-    Ok(n)
-}
-
-fn gpus_arg(s: OsString) -> Result<u32, Error> {
-    parse_gpus(&utf8("device count", s)?)
-}
-
-fn gpu_memory_arg(s: OsString) -> Result<String, Error> {
-    let m = utf8("GPU memory", s)?;
-    parse_gpu_memory(&m)?;
-    Ok(m)
-}
-
-fn index_arg(s: OsString) -> Result<u32, Error> {
-    let s = utf8("device index", s)?;
-    s.trim().parse::<u32>().map_err(|_| {
-        Error::Input(format!(
-            "invalid device index {}: expected a whole number (0 for the first GPU)",
-            quote(&s)
-        ))
-    })
-}
-
-/// The config options of `activate` / `exec`.
-fn config_from_flags(
-    name: Option<OsString>,
-    gpus: Option<OsString>,
-    gpu_memory: Option<OsString>,
-) -> Result<Config, Error> {
-    Ok(Config {
-        name: name.map(name_arg).transpose()?,
-        gpus: gpus.map(gpus_arg).transpose()?,
-        gpu_memory: gpu_memory.map(gpu_memory_arg).transpose()?,
-    })
-}
-
-fn config_args(
-    field: Option<OsString>,
-    value: Option<OsString>,
-    clear: bool,
-    save: bool,
-    load: bool,
-    json: bool,
-) -> Result<ConfigCmd, Error> {
-    let field = match field {
-        None => None,
-        Some(f) => Some(match f.to_str() {
-            Some("gpus") => Field::Gpus,
-            Some("gpu-memory") | Some("gpu_memory") => Field::GpuMemory,
-            Some("name") => Field::Name,
-            _ => {
-                return Err(Error::Input(format!(
-                    "unknown configuration field {}: use gpus, gpu-memory or name",
-                    quote_os(&f)
-                )))
-            }
-        }),
-    };
-    if clear && value.is_some() {
-        return Err(Error::Input(
-            "--clear takes no value: use `genv config <field> --clear`".into(),
-        ));
-    }
-    if load && (clear || value.is_some() || field.is_some()) {
-        return Err(Error::Input(
-            "--load loads the whole saved configuration: use it alone (`genv config --load`)"
-                .into(),
-        ));
-    }
-    let value = match (field, value) {
-        (_, None) => None,
-        (Some(Field::Gpus), Some(v)) => Some(Value::Gpus(gpus_arg(v)?)),
-        (Some(Field::GpuMemory), Some(v)) => Some(Value::GpuMemory(gpu_memory_arg(v)?)),
-        (Some(Field::Name), Some(v)) => Some(Value::Name(name_arg(v)?)),
-        (None, Some(_)) => unreachable!("clap gives a value only after a field"),
-    };
-    Ok(ConfigCmd {
-        field,
-        value,
-        clear,
-        save,
-        load,
-        json,
-    })
-}
-
-fn check(cmd: Cmd) -> Result<Command, Error> {
-    Ok(match cmd {
-        Cmd::Activate {
-            id,
-            name,
-            gpus,
-            gpu_memory,
-            no_load,
-            no_attach,
-            no_prompt,
-            over_subscribe,
-            sh,
-        } => {
-            let (dialect, shell_pid) = shell_args(sh, "activate")?;
-            let id = match id {
-                Some(id) => {
-                    let id = utf8("environment identifier", id)?;
-                    validate_eid(&id)?;
-                    Some(id)
-                }
-                None => None,
-            };
-            Command::Activate {
-                id,
-                flags: config_from_flags(name, gpus, gpu_memory)?,
-                no_load,
-                no_attach,
-                no_prompt,
-                over_subscribe,
-                dialect,
-                shell_pid,
-            }
-        }
-        Cmd::Deactivate { sh } => {
-            let (dialect, shell_pid) = shell_args(sh, "deactivate")?;
-            Command::Deactivate { dialect, shell_pid }
-        }
-        Cmd::Status { json } => Command::Status { json },
-        Cmd::Config {
-            field,
-            value,
-            clear,
-            save,
-            load,
-            json,
-        } => Command::Config(config_args(field, value, clear, save, load, json)?),
-        Cmd::Home => Command::Home,
-        Cmd::Attach {
-            index,
-            over_subscribe,
-        } => Command::Attach {
-            index: index.map(index_arg).transpose()?,
-            over_subscribe,
-        },
-        Cmd::Detach { index } => Command::Detach {
-            index: index.map(index_arg).transpose()?,
-        },
-        Cmd::Envs { json } => Command::Envs { json },
-        Cmd::Devices { json } => Command::Devices { json },
-        Cmd::Exec {
-            name,
-            gpus,
-            gpu_memory,
-            index,
-            over_subscribe,
-            command,
-        } => Command::Exec {
-            config: config_from_flags(name, gpus, gpu_memory)?,
-            index: index.into_iter().map(index_arg).collect::<Result<_, _>>()?,
-            over_subscribe,
-            command,
-        },
-        Cmd::Lock { command } => Command::Lock { command },
-        Cmd::ShellInit { shell } => Command::ShellInit { shell },
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cmd::config::{Field, Request, Value};
+    use crate::shell::{Dialect, ShellCall};
+    use genv_state::{Capacity, DeviceCount, Input};
     use proptest::prelude::*;
     use proptest::sample::select;
     use std::os::unix::ffi::OsStringExt;
@@ -631,9 +197,9 @@ mod tests {
         parse(all)
     }
 
-    fn refused(args: &[&[u8]]) -> (String, u8) {
+    fn refused(args: &[&[u8]]) -> (String, Exit) {
         match parse_args(args) {
-            Outcome::Refuse { line, code } => (line, code),
+            Outcome::Refuse { line, exit } => (line, exit),
             other => panic!("{args:?} not refused: {other:?}"),
         }
     }
@@ -643,17 +209,17 @@ mod tests {
         let Outcome::Run(c) = parse_args(&[b"config", b"gpu-memory", b"4g"]) else {
             panic!("config gpu-memory 4g")
         };
-        assert_eq!(
+        assert!(matches!(
             c,
-            Command::Config(ConfigCmd {
+            Command::Config(r) if r == Request {
                 field: Some(Field::GpuMemory),
-                value: Some(Value::GpuMemory("4g".into())),
+                value: Some(Value::GpuMemory(Capacity::parse("4g").unwrap())),
                 clear: false,
                 save: false,
                 load: false,
                 json: false,
-            })
-        );
+            }
+        ));
         let Outcome::Run(c) = parse_args(&[
             b"activate",
             b"--gpus",
@@ -667,51 +233,49 @@ mod tests {
         };
         assert!(matches!(
             c,
-            Command::Activate {
-                dialect: Dialect::Fish,
-                shell_pid: 7,
-                flags: Config { gpus: Some(1), .. },
-                ..
-            }
+            Command::Activate(r)
+                if r.shell == ShellCall { dialect: Dialect::Fish, pid: 7 }
+                    && r.flags.gpus.map(DeviceCount::get) == Some(1)
         ));
     }
 
     #[test]
     fn the_command_of_exec_and_lock_keeps_its_bytes() {
-        let Outcome::Run(Command::Exec { command, .. }) =
+        let Outcome::Run(Command::Exec(a)) =
             parse_args(&[b"exec", b"--", b"printf", b"%s", b"\xff\x1b"])
         else {
             panic!("exec")
         };
-        assert_eq!(command, [os(b"printf"), os(b"%s"), os(b"\xff\x1b")]);
-        let Outcome::Run(Command::Lock { command }) = parse_args(&[b"lock", b"--", b"\xfe"]) else {
+        assert_eq!(a.command, [os(b"printf"), os(b"%s"), os(b"\xff\x1b")]);
+        let Outcome::Run(Command::Lock(a)) = parse_args(&[b"lock", b"--", b"\xfe"]) else {
             panic!("lock")
         };
-        assert_eq!(command, [os(b"\xfe")]);
+        assert_eq!(a.command, [os(b"\xfe")]);
     }
 
     #[test]
     fn text_arguments_that_are_not_utf8_are_named() {
-        let cases: [(&[&[u8]], &str, u8); 8] = [
+        use Exit::{Failure, Usage};
+        let cases: [(&[&[u8]], &str, Exit); 8] = [
             (
                 &[b"config", b"name", b"\xff"],
                 r"genv: invalid name '\xff': not valid UTF-8",
-                1,
+                Failure,
             ),
             (
                 &[b"config", b"\xff"],
                 r"genv: unknown configuration field '\xff': use gpus, gpu-memory or name",
-                1,
+                Failure,
             ),
             (
                 &[b"attach", b"--index", b"0\xff"],
                 r"genv: invalid device index '0\xff': not valid UTF-8",
-                1,
+                Failure,
             ),
             (
                 &[b"exec", b"--gpu-memory", b"4\xffg", b"--", b"true"],
                 r"genv: invalid GPU memory '4\xffg': not valid UTF-8",
-                1,
+                Failure,
             ),
             (
                 &[
@@ -724,27 +288,27 @@ mod tests {
                     b"1",
                 ],
                 r"genv: invalid environment identifier '\xff': not valid UTF-8",
-                1,
+                Failure,
             ),
             (
                 &[b"shell-init", b"\xff"],
                 r"genv: invalid value '\xff' for '<SHELL>': not valid UTF-8 [possible values: bash, zsh, fish] (usage: genv shell-init <SHELL>)",
-                2,
+                Usage,
             ),
             // The shell mode is told from the arguments without decoding them.
             (
                 &[b"\xff", b"--shell", b"bash"],
                 r"genv: unrecognized subcommand '\xff' (usage: genv <COMMAND>)",
-                2,
+                Usage,
             ),
             (
                 &[b"envs", b"--\x1b[31m"],
                 r"genv: unexpected argument '--\x1b[31m' found (usage: genv envs [OPTIONS])",
-                2,
+                Usage,
             ),
         ];
-        for (args, want, code) in cases {
-            assert_eq!(refused(args), (want.to_string(), code), "{args:?}");
+        for (args, want, exit) in cases {
+            assert_eq!(refused(args), (want.to_string(), exit), "{args:?}");
         }
     }
 
@@ -995,8 +559,8 @@ mod tests {
             all.extend(args);
             match parse(all) {
                 Outcome::Run(_) => {}
-                Outcome::Refuse { line, code } => {
-                    prop_assert!(code == 1 || code == 2, "exit {}", code);
+                Outcome::Refuse { line, exit } => {
+                    prop_assert!(matches!(exit, Exit::Failure | Exit::Usage), "exit {:?}", exit);
                     prop_assert!(line.starts_with("genv: "), "{:?}", line);
                     prop_assert!(!line.contains('\n'), "{:?}", line);
                     assert_printable(&line, false)?;

@@ -1,6 +1,6 @@
-//! Tables and JSON for `status`, `envs`, `devices` and `config`, in the original genv's formats.
+//! What the commands' tables share, in the original genv's formats.
 
-use genv_state::{Config, DeviceInfo, EnvInfo};
+use genv_state::Config;
 
 /// "7 hours ago", "27 minutes ago", "just now".
 pub fn relative(ms: u64, now_ms: u64) -> String {
@@ -16,7 +16,7 @@ pub fn relative(ms: u64, now_ms: u64) -> String {
 }
 
 /// Left-aligns `s` in `width` columns, keeping at least one space before the next column.
-fn col(s: &str, width: usize) -> String {
+pub fn col(s: &str, width: usize) -> String {
     if s.chars().count() >= width {
         format!("{s} ")
     } else {
@@ -30,149 +30,14 @@ fn na<T: ToString>(v: &Option<T>) -> String {
         .unwrap_or_else(|| "N/A".into())
 }
 
-pub fn status(env: Option<(String, Option<EnvInfo>)>, json: bool) {
-    match env {
-        None => {
-            if json {
-                println!("{}", serde_json::json!({ "active": false }));
-            } else {
-                println!("Environment is not active");
-            }
-        }
-        Some((eid, None)) => {
-            if json {
-                println!(
-                    "{}",
-                    serde_json::json!({ "active": false, "eid": eid, "stale": true })
-                );
-            } else {
-                println!("Environment is not active");
-                eprintln!(
-                    "genv: this shell names environment {eid}, which no longer exists; run `genv deactivate`"
-                );
-            }
-        }
-        Some((_, Some(e))) => {
-            if json {
-                let v = serde_json::json!({
-                    "active": true,
-                    "eid": e.eid,
-                    "attached": e.attached,
-                    "config": e.config,
-                });
-                println!("{v}");
-                return;
-            }
-            println!("Environment is active ({})", e.eid);
-            if e.attached.is_empty() {
-                println!("Detached from GPUs");
-            } else {
-                let ix: Vec<String> = e.attached.iter().map(|i| i.to_string()).collect();
-                println!("Attached to GPUs at indices {}", ix.join(","));
-            }
-            println!();
-            println!("Configuration");
-            println!("    Name: {}", na(&e.config.name));
-            println!("    Device count: {}", na(&e.config.gpus));
-            println!("    GPU memory capacity: {}", na(&e.config.gpu_memory));
-            println!();
-        }
-    }
-}
-
-pub fn envs(envs: &[EnvInfo], json: bool) {
-    if json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(envs).expect("serialises")
-        );
-        return;
-    }
-    let now = genv_state::ops::now_ms();
-    // One write for the whole table, not one per row: there may be thousands of rows.
-    let mut out = String::new();
-    out += "ID      USER            NAME            CREATED              PID(S)\n";
-    for e in envs {
-        // An environment kept alive only by its running programs lists those.
-        let pids = if e.pids.is_empty() {
-            &e.processes
-        } else {
-            &e.pids
-        };
-        let pids: Vec<String> = pids.iter().map(|p| p.to_string()).collect();
-        out += &format!(
-            "{}{}{}{}{}\n",
-            col(&e.eid, 8),
-            col(&format!("{}({})", e.username, e.uid), 16),
-            col(e.name.as_deref().unwrap_or(""), 16),
-            col(&relative(e.created_ms, now), 21),
-            pids.join(" ")
-        );
-    }
-    print!("{out}");
-}
-
-pub fn devices(devices: &[DeviceInfo], json: bool) {
-    if json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(devices).expect("serialises")
-        );
-        return;
-    }
-    let now = genv_state::ops::now_ms();
-    let mut out = String::new();
-    out += "ID      ENV ID      ENV NAME        ATTACHED\n";
-    for d in devices {
-        if d.attachments.is_empty() {
-            out += &format!("{}\n", d.index);
-        }
-        for a in &d.attachments {
-            out += &format!(
-                "{}{}{}{}\n",
-                col(&d.index.to_string(), 8),
-                col(&a.eid, 12),
-                col(a.env_name.as_deref().unwrap_or(""), 16),
-                relative(a.attached_ms, now)
-            );
-        }
-    }
-    print!("{out}");
-}
-
-pub fn config(c: &Config, field: Option<&str>, json: bool) {
-    if json {
-        let v = match field {
-            None => serde_json::to_value(c).expect("serialises"),
-            Some("gpus") => serde_json::json!(c.gpus),
-            Some("gpu-memory") => serde_json::json!(c.gpu_memory),
-            Some(_) => serde_json::json!(c.name),
-        };
-        println!("{v}");
-        return;
-    }
-    match field {
-        Some("gpus") => {
-            if let Some(g) = c.gpus {
-                println!("{g}");
-            }
-        }
-        Some("gpu-memory") => {
-            if let Some(m) = &c.gpu_memory {
-                println!("{m}");
-            }
-        }
-        Some(_) => {
-            if let Some(n) = &c.name {
-                println!("{n}");
-            }
-        }
-        None => {
-            println!("Name: {}", na(&c.name));
-            println!("Device count: {}", na(&c.gpus));
-            println!("GPU memory capacity: {}", na(&c.gpu_memory));
-        }
-    }
+/// The configuration's fields, one line each, as `status` (indented) and `config` list them.
+pub fn config_lines(c: &Config, indent: &str) -> String {
+    format!(
+        "{indent}Name: {}\n{indent}Device count: {}\n{indent}GPU memory capacity: {}\n",
+        na(&c.name),
+        na(&c.gpus),
+        na(&c.gpu_memory)
+    )
 }
 
 #[cfg(test)]

@@ -2,14 +2,51 @@
 //! `deactivate` print for it to eval. Everything the shell had before activation is saved in
 //! GENV__SAVED_* variables and restored exactly (set, empty or unset) by `deactivate`.
 
+use crate::values::Utf8;
+use clap::builder::EnumValueParser;
+use clap::ValueEnum;
 use genv_state::text::quote_path;
 use genv_state::Error;
 use std::path::PathBuf;
 
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+/// The shells genv prints code for (bash and zsh read the same POSIX code).
+#[derive(Clone, Copy, PartialEq, Eq, Debug, ValueEnum)]
 pub enum Dialect {
-    Posix,
+    Bash,
+    Zsh,
     Fish,
+}
+
+/// The arguments the shell integration adds to `activate` and `deactivate`.
+#[derive(clap::Args, Clone, Debug)]
+pub struct ShellArgs {
+    /// Shell dialect to print code for (set by the shell integration).
+    #[arg(long, hide = true, value_parser = Utf8(EnumValueParser::<Dialect>::new()))]
+    shell: Option<Dialect>,
+    /// The pid of the interactive shell (set by the shell integration).
+    #[arg(long, hide = true, value_parser = Utf8(clap::value_parser!(u32)))]
+    shell_pid: Option<u32>,
+}
+
+/// A command run by the shell integration: the code it prints is evaluated by this shell.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct ShellCall {
+    pub dialect: Dialect,
+    pub pid: u32,
+}
+
+impl ShellArgs {
+    /// The shell that runs `genv <what>`; without one, the way to set up the integration.
+    pub fn check(self, what: &str) -> Result<ShellCall, Error> {
+        match (self.shell, self.shell_pid) {
+            (Some(dialect), Some(pid)) => Ok(ShellCall { dialect, pid }),
+            _ => Err(Error::Input(format!(
+                "`genv {what}` changes your shell, so it runs through the shell integration: add \
+                 `eval \"$(genv shell-init bash)\"` to ~/.bashrc (zsh: shell-init zsh; fish: \
+                 `genv shell-init fish | source`), or run one command with `genv exec`"
+            ))),
+        }
+    }
 }
 
 /// The shim next to this genv: `GENV_SHIM_PATH`, else `<bin>/libgenv_shim.so`, else
@@ -73,7 +110,7 @@ pub fn activate_code(
     let shim = shim.display().to_string();
     let tag = prompt_tag(name);
     match d {
-        Dialect::Posix => {
+        Dialect::Bash | Dialect::Zsh => {
             let mut s = String::new();
             s += "if [ -n \"${LD_PRELOAD+x}\" ]; then export GENV__SAVED_LD_PRELOAD=\"$LD_PRELOAD\"; fi\n";
             s += &format!(
@@ -112,7 +149,7 @@ pub fn activate_code(
 
 pub fn deactivate_code(d: Dialect) -> String {
     match d {
-        Dialect::Posix => concat!(
+        Dialect::Bash | Dialect::Zsh => concat!(
             "if [ -n \"${GENV__SAVED_LD_PRELOAD+x}\" ]; then export LD_PRELOAD=\"$GENV__SAVED_LD_PRELOAD\"; unset GENV__SAVED_LD_PRELOAD; else unset LD_PRELOAD; fi\n",
             "if [ -n \"${GENV__PROMPT+x}\" ]; then if [ -n \"${GENV__SAVED_PS1+x}\" ]; then PS1=\"$GENV__SAVED_PS1\"; unset GENV__SAVED_PS1; else unset PS1; fi; unset GENV__PROMPT; fi\n",
             "unset GENV_ENVIRONMENT_ID GENV_SHIM_PATH\n",
@@ -129,12 +166,12 @@ pub fn deactivate_code(d: Dialect) -> String {
 
 /// The function for the user's rc file. It runs the genv binary that printed it; for
 /// activate/deactivate it evals what genv prints and returns genv's own exit status.
-pub fn init_code(shell: &str) -> Result<String, Error> {
+pub fn init_code(shell: Dialect) -> Result<String, Error> {
     let exe = std::env::current_exe()
         .map_err(|e| Error::State(format!("cannot locate the genv binary: {e}")))?;
     let exe = exe.display().to_string();
     Ok(match shell {
-        "fish" => format!(
+        Dialect::Fish => format!(
             r#"function genv --description 'GPU environments'
     switch "$argv[1]"
         case activate deactivate
@@ -151,7 +188,7 @@ end
 "#,
             exe = fq(&exe)
         ),
-        dialect => format!(
+        Dialect::Bash | Dialect::Zsh => format!(
             r#"genv() {{
     case "${{1-}}" in
         activate|deactivate)
@@ -167,7 +204,11 @@ end
     esac
 }}
 "#,
-            exe = sq(&exe)
+            exe = sq(&exe),
+            dialect = shell
+                .to_possible_value()
+                .expect("no dialect is skipped")
+                .get_name()
         ),
     })
 }

@@ -7,8 +7,10 @@
 //! genv-state's message.
 
 use genv_state::devices::Gpu;
-use genv_state::layout::MAX_DEVICES;
-use genv_state::{devices, lock, text, AttachOutcome, Caller, Config, EnvInfo, Error, Genv};
+use genv_state::{
+    devices, lock, text, AttachOutcome, Caller, Capacity, Config, DeviceCount, DeviceIndex, EnvId,
+    EnvInfo, Error, Genv, Input, Name, ProcessId, Whole,
+};
 use pyo3::exceptions::{PyOverflowError, PyRuntimeError, PyUnicodeEncodeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict};
@@ -26,7 +28,7 @@ fn open() -> PyResult<Genv> {
 }
 
 /// An int argument of any size. PyO3 raises OverflowError for one that does not fit the Rust
-/// type; keeping its digits instead lets the range check raise the ValueError that any other
+/// type; keeping its digits instead lets the state's rule raise the ValueError that any other
 /// value out of range gets, with the same message.
 enum Int {
     Fits(i64),
@@ -46,18 +48,13 @@ impl<'py> FromPyObject<'py> for Int {
 }
 
 impl Int {
-    /// The value as a u32 no greater than `max`, else a ValueError "invalid `what` N: `allowed`".
-    fn to_u32(&self, max: u32, what: &str, allowed: &str) -> PyResult<u32> {
-        let bad = |shown: &dyn std::fmt::Display| {
-            PyValueError::new_err(format!("invalid {what} {shown}: {allowed}"))
-        };
+    /// The value checked by the state's rule for `T` (a ValueError naming the input).
+    fn get<T: Whole>(&self) -> PyResult<T> {
         match self {
-            Int::Fits(i) => u32::try_from(*i)
-                .ok()
-                .filter(|v| *v <= max)
-                .ok_or_else(|| bad(i)),
-            Int::Huge(digits) => Err(bad(digits)),
+            Int::Fits(i) => T::from_int(*i),
+            Int::Huge(digits) => Err(T::invalid(digits)),
         }
+        .map_err(err)
     }
 }
 
@@ -89,26 +86,23 @@ impl<'py> FromPyObject<'py> for Text {
 }
 
 impl Text {
-    /// The text, or the ValueError for input `what` that is not UTF-8.
-    fn get(self, what: &str) -> PyResult<String> {
+    /// The value checked by the state's rule for `T` (a ValueError naming the input).
+    fn parse<T: Input>(self) -> PyResult<T> {
+        match self {
+            Text::Utf8(s) => T::parse(&s),
+            Text::NotUtf8(b) => Err(T::not_utf8(&b)),
+        }
+        .map_err(err)
+    }
+
+    /// An environment identifier to look up: any text (one that genv never made is simply not
+    /// found), refused only when it is not UTF-8.
+    fn eid(self) -> PyResult<String> {
         match self {
             Text::Utf8(s) => Ok(s),
-            Text::NotUtf8(b) => Err(err(text::not_utf8(what, &b))),
+            Text::NotUtf8(b) => Err(err(EnvId::not_utf8(&b))),
         }
     }
-
-    fn eid(self) -> PyResult<String> {
-        self.get("environment identifier")
-    }
-}
-
-/// A process id from Python.
-fn pid(p: Int) -> PyResult<u32> {
-    p.to_u32(
-        u32::MAX,
-        "process id",
-        "expected the pid of a running process",
-    )
 }
 
 /// The machine's GPUs. `nvml` is false in a process that runs under the shim: its NVML shows
@@ -133,36 +127,21 @@ fn machine_gpus(genv: &Genv, nvml: bool) -> Result<Vec<Gpu>, Error> {
     devices::read_gpus()
 }
 
-/// Builds and validates a configuration; the messages name the field and what is allowed.
+/// A configuration from Python's values, each checked by the state's rule for it.
 fn config(name: Option<Text>, gpus: Option<Int>, gpu_memory: Option<Text>) -> PyResult<Config> {
-    let gpus = gpus
-        .map(|g| {
-            g.to_u32(
-                MAX_DEVICES as u32,
-                "device count",
-                &format!("expected a whole number from 0 to {MAX_DEVICES}"),
-            )
-        })
-        .transpose()?;
-    let c = Config {
-        name: name.map(|n| n.get("name")).transpose()?,
+    // The count first, as before: of several bad values, the same one is reported.
+    let gpus = gpus.map(|g| g.get::<DeviceCount>()).transpose()?;
+    Ok(Config {
+        name: name.map(Text::parse::<Name>).transpose()?,
         gpus,
-        gpu_memory: gpu_memory.map(|m| m.get("GPU memory")).transpose()?,
-    };
-    c.validate().map_err(err)?;
-    Ok(c)
+        gpu_memory: gpu_memory.map(Text::parse::<Capacity>).transpose()?,
+    })
 }
 
 /// A device index from Python (`attach(index=…)`, `detach(index=…)`).
 fn device_index(index: Option<Int>) -> PyResult<Option<u32>> {
     index
-        .map(|i| {
-            i.to_u32(
-                u32::MAX,
-                "device index",
-                "expected a whole number (0 for the first GPU)",
-            )
-        })
+        .map(|i| i.get::<DeviceIndex>().map(DeviceIndex::get))
         .transpose()
 }
 
@@ -171,9 +150,12 @@ fn env_dict<'py>(py: Python<'py>, e: &EnvInfo) -> PyResult<Bound<'py, PyDict>> {
     d.set_item("eid", &e.eid)?;
     d.set_item("uid", e.uid)?;
     d.set_item("username", &e.username)?;
-    d.set_item("name", &e.config.name)?;
-    d.set_item("gpus", e.config.gpus)?;
-    d.set_item("gpu_memory", &e.config.gpu_memory)?;
+    d.set_item("name", e.config.name.as_deref())?;
+    d.set_item("gpus", e.config.gpus.map(DeviceCount::get))?;
+    d.set_item(
+        "gpu_memory",
+        e.config.gpu_memory.as_ref().map(Capacity::as_str),
+    )?;
     d.set_item("created_ms", e.created_ms)?;
     d.set_item("pids", &e.pids)?;
     d.set_item("processes", &e.processes)?;
@@ -196,7 +178,7 @@ fn validate_config(
 /// Parses a GPU memory amount such as `4g` into bytes.
 #[pyfunction]
 fn parse_gpu_memory(amount: Text) -> PyResult<u64> {
-    genv_state::ops::parse_gpu_memory(&amount.get("GPU memory")?).map_err(err)
+    amount.parse::<Capacity>().map(|c| c.bytes())
 }
 
 /// `s` quoted for a message as genv quotes input (control characters and bytes that are not
@@ -225,8 +207,8 @@ fn activate<'py>(
     over_subscribe: bool,
     nvml: bool,
 ) -> PyResult<Bound<'py, PyDict>> {
-    let eid = eid.eid()?;
-    let pid = self::pid(pid)?;
+    let eid = eid.parse::<EnvId>()?;
+    let pid = pid.get::<ProcessId>()?.get();
     let c = config(name, gpus, gpu_memory)?;
     let info = py
         .allow_threads(|| -> Result<EnvInfo, Error> {
@@ -248,7 +230,7 @@ fn activate<'py>(
 #[pyfunction]
 fn deactivate(py: Python<'_>, eid: Text, pid: Int) -> PyResult<()> {
     let eid = eid.eid()?;
-    let pid = self::pid(pid)?;
+    let pid = pid.get::<ProcessId>()?.get();
     py.allow_threads(|| Genv::open()?.deactivate(&Caller::current(), &eid, pid))
         .map_err(err)
 }
@@ -393,6 +375,10 @@ fn lock_env(py: Python<'_>, eid: Text) -> PyResult<DeviceLock> {
 
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    // The messages genv.sdk raises itself (it reads os.environ, not the state), as the CLI
+    // words them.
+    m.add("NOT_ACTIVE", Error::NotActive.to_string())?;
+    m.add("ALREADY_ACTIVE", Error::AlreadyActive.to_string())?;
     m.add_function(wrap_pyfunction!(validate_config, m)?)?;
     m.add_function(wrap_pyfunction!(parse_gpu_memory, m)?)?;
     m.add_function(wrap_pyfunction!(quote, m)?)?;

@@ -1,7 +1,7 @@
 //! Configuration kept as code: the nearest `.genv/` directory from the working directory up,
 //! else `~/.genv`, holding `config.json`.
 
-use crate::ops::Config;
+use crate::config::{Config, Saved};
 use crate::text::quote_path;
 use crate::Error;
 use std::path::{Path, PathBuf};
@@ -34,19 +34,18 @@ pub fn load(home: &Path) -> Result<Config, Error> {
             )))
         }
     };
-    let c: Config = serde_json::from_str(&text).map_err(|e| {
+    let saved: Saved = serde_json::from_str(&text).map_err(|e| {
         Error::Input(format!(
             "invalid saved configuration {}: {e}; fix it or run `genv config --save` to rewrite it",
             quote_path(&path)
         ))
     })?;
-    c.validate().map_err(|e| {
+    Config::try_from(saved).map_err(|e| {
         Error::Input(format!(
             "invalid saved configuration {}: {e}",
             quote_path(&path)
         ))
-    })?;
-    Ok(c)
+    })
 }
 
 /// Writes `config` to `home` (atomically: a temporary file renamed into place).

@@ -150,8 +150,10 @@ pub struct Ledger {
     pub procs: [ProcSlot; MAX_PROCS],
 }
 
-pub const TABLES_SIZE: usize = std::mem::size_of::<Tables>().next_multiple_of(4096);
-pub const LEDGER_SIZE: usize = std::mem::size_of::<Ledger>().next_multiple_of(4096);
+/// The sections of the file start on page boundaries.
+const PAGE: usize = 4096;
+pub const TABLES_SIZE: usize = std::mem::size_of::<Tables>().next_multiple_of(PAGE);
+pub const LEDGER_SIZE: usize = std::mem::size_of::<Ledger>().next_multiple_of(PAGE);
 pub const TABLES_OFFSET: [usize; 2] = [HEADER_SIZE, HEADER_SIZE + TABLES_SIZE];
 pub const LEDGER_OFFSET: usize = HEADER_SIZE + 2 * TABLES_SIZE;
 pub const FILE_SIZE: usize = LEDGER_OFFSET + LEDGER_SIZE;
@@ -178,8 +180,15 @@ pub const NAME_MAX: usize = text_capacity(|e| &e.name);
 /// The longest GPU memory text (`4g` as the user wrote it), in bytes.
 pub const GPU_MEMORY_MAX: usize = text_capacity(|e| &e.cfg_mem_text);
 
+/// Now, as every time field of the file holds it: Unix time in milliseconds.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
 /// Copies a string into a fixed NUL-padded field, truncated on a char boundary. What users give
-/// is checked against the limits above first (ops.rs), so only text from the system (a long
+/// is checked against the limits above first (input.rs), so only text from the system (a long
 /// user name, a GPU name) can ever be cut here.
 pub fn put_str(dst: &mut [u8], s: &str) {
     dst.fill(0);
@@ -197,6 +206,11 @@ pub fn get_str(src: &[u8]) -> String {
 }
 
 impl EnvRec {
+    /// A free slot's record.
+    pub fn empty() -> EnvRec {
+        // SAFETY: EnvRec is plain data (integers and byte arrays) for which all-zero is valid.
+        unsafe { std::mem::zeroed() }
+    }
     pub fn eid(&self) -> String {
         get_str(&self.eid)
     }
@@ -241,6 +255,12 @@ impl EnvRec {
 
     pub fn gpu_memory(&self) -> Option<u64> {
         (self.cfg_mem_text[0] != 0).then_some(self.cfg_mem_bytes)
+    }
+    /// What the environment may hold on device `d`: its capacity, at most the device's memory
+    /// (the whole device without a capacity). The one rule for placement and the shim's view.
+    pub fn capacity_on(&self, d: &DeviceRec) -> u64 {
+        self.gpu_memory()
+            .map_or(d.total_memory, |c| c.min(d.total_memory))
     }
     pub fn gpus(&self) -> Option<u32> {
         (self.cfg_gpus >= 0).then_some(self.cfg_gpus as u32)

@@ -2,21 +2,31 @@
 //! write (in transactions) and the shim reads (lock-free), plus the shim's memory ledger.
 //! See ARCHITECTURE.md for the layout and the concurrency rules.
 
+// Every unsafe operation is in an `unsafe` block with its own `// SAFETY:` reason.
+#![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
+
+pub mod config;
 pub mod devices;
 pub mod fsafe;
 pub mod home;
+pub mod input;
 pub mod layout;
 pub mod ledger;
+mod liveness;
 pub mod lock;
 pub mod mode;
 pub mod ops;
+pub mod placement;
 pub mod procfs;
 pub mod store;
 pub mod system;
 pub mod text;
 pub mod units;
 
-pub use ops::{AttachOutcome, Caller, Config, DeviceInfo, EnvInfo, Genv};
+pub use config::Config;
+pub use input::{Capacity, DeviceCount, DeviceIndex, EnvId, Input, Name, ProcessId, Whole};
+pub use ops::{Caller, DeviceInfo, EnvInfo, Genv};
+pub use placement::AttachOutcome;
 pub use store::{state_dir, state_path, Snapshot, Store};
 
 /// Everything that can go wrong, each with a message for people.

@@ -96,6 +96,7 @@ fn flock(
     interrupted: &mut dyn FnMut() -> Result<(), Error>,
 ) -> Result<bool, std::io::Error> {
     loop {
+        // SAFETY: flock(2) on a descriptor `f` keeps open; it touches no memory of ours.
         if unsafe { libc::flock(f.as_raw_fd(), op) } == 0 {
             return Ok(true);
         }

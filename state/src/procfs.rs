@@ -1,6 +1,12 @@
 //! Process identity from /proc: a pid plus its start time names one process for good, so a
 //! reused pid never keeps a dead environment alive.
 
+/// Room for a whole stat line: its 52 numbers and a command name of at most 64 bytes.
+const STAT_BUF: usize = 2048;
+/// Fields of `/proc/<pid>/stat`, numbered as proc(5) numbers them.
+const STATE_FIELD: usize = 3;
+const STARTTIME_FIELD: usize = 22;
+
 /// Start time of `pid` in clock ticks since boot (`/proc/<pid>/stat` field 22), if it runs.
 pub fn start_time(pid: u32) -> Option<u64> {
     use std::io::Read;
@@ -9,18 +15,18 @@ pub fn start_time(pid: u32) -> Option<u64> {
     // cost three times the syscalls. Bytes, not a String: the command name may be any bytes,
     // and a name that is not UTF-8 must not make a live process look dead.
     let mut f = std::fs::File::open(format!("/proc/{pid}/stat")).ok()?;
-    let mut buf = [0u8; 2048];
+    let mut buf = [0u8; STAT_BUF];
     let n = f.read(&mut buf).ok()?;
     let stat = &buf[..n];
     // The command name (field 2) may hold spaces and parentheses: fields resume after the last ')'.
     let rest = std::str::from_utf8(&stat[stat.iter().rposition(|&b| b == b')')? + 1..]).ok()?;
     let mut fields = rest.split_ascii_whitespace();
-    // rest starts at field 3 (state); field 22 is the 20th from here.
+    // rest starts at the state field.
     let state = fields.next()?;
     if state == "Z" || state == "X" {
         return None;
     }
-    fields.nth(18)?.parse().ok()
+    fields.nth(STARTTIME_FIELD - STATE_FIELD - 1)?.parse().ok()
 }
 
 /// Whether the process `pid` that started at `start` still runs.
@@ -28,11 +34,16 @@ pub fn alive(pid: u32, start: u64) -> bool {
     pid != 0 && start_time(pid) == Some(start)
 }
 
+/// Room for one passwd entry's strings; an entry that does not fit shows as its uid.
+const PASSWD_BUF: usize = 4096;
+
 /// The login name of `uid`, or the uid as text when it has none.
 pub fn user_name(uid: u32) -> String {
-    let mut buf = vec![0u8; 4096];
+    let mut buf = vec![0u8; PASSWD_BUF];
+    // SAFETY: passwd is plain data (integers and pointers) for which all-zero is valid.
     let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
     let mut out: *mut libc::passwd = std::ptr::null_mut();
+    // SAFETY: every pointer is to a live local, and `buf.len()` is the size of `buf`.
     let r = unsafe {
         libc::getpwuid_r(
             uid,
@@ -43,6 +54,7 @@ pub fn user_name(uid: u32) -> String {
         )
     };
     if r == 0 && !out.is_null() && !pwd.pw_name.is_null() {
+        // SAFETY: on success pw_name points at a NUL-terminated string inside `buf`, alive here.
         unsafe { std::ffi::CStr::from_ptr(pwd.pw_name) }
             .to_string_lossy()
             .into_owned()
@@ -52,7 +64,7 @@ pub fn user_name(uid: u32) -> String {
 }
 
 pub fn current_uid() -> u32 {
-    unsafe { libc::getuid() }
+    rustix::process::getuid().as_raw()
 }
 
 #[cfg(test)]
@@ -69,7 +81,9 @@ mod tests {
     fn name_that_is_not_utf8() {
         // A thread named with invalid UTF-8 (prctl takes any bytes) is still alive.
         let t = std::thread::spawn(|| {
+            // SAFETY: PR_SET_NAME reads a NUL-terminated string, which a C literal is.
             unsafe { libc::prctl(libc::PR_SET_NAME, c"a)\xff b(".as_ptr()) };
+            // SAFETY: gettid has no preconditions.
             let tid = unsafe { libc::gettid() } as u32;
             super::start_time(tid)
         });

@@ -3,7 +3,6 @@
 //! newline breaks the one-line rule), so everything quoted goes through [`quote`]: `'…'` with
 //! such characters, bytes that are not UTF-8, `\` and `'` escaped.
 
-use crate::Error;
 use std::ffi::OsStr;
 use std::fmt::Write as _;
 use std::os::unix::ffi::OsStrExt;
@@ -90,20 +89,6 @@ pub fn printable(s: &str) -> String {
     out
 }
 
-/// The error for input that must be text but is not UTF-8; `what` names the input as the
-/// other messages about it do ("name", "device count").
-pub fn not_utf8(what: &str, bytes: &[u8]) -> Error {
-    Error::Input(format!(
-        "invalid {what} {}: not valid UTF-8",
-        quote_bytes(bytes)
-    ))
-}
-
-/// `s` as text, or the [`not_utf8`] error naming it.
-pub fn utf8(what: &str, s: std::ffi::OsString) -> Result<String, Error> {
-    s.into_string().map_err(|s| not_utf8(what, s.as_bytes()))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -130,20 +115,5 @@ mod tests {
         // What quote() escaped stays escaped once, not twice.
         let q = quote("\x1b");
         assert_eq!(printable(&format!("bad {q}")), r"bad '\x1b'");
-    }
-
-    #[test]
-    fn not_utf8_names_the_input() {
-        let e = utf8(
-            "name",
-            std::ffi::OsString::from(OsStr::from_bytes(b"x\xff")),
-        );
-        assert_eq!(
-            e,
-            Err(Error::Input(
-                r"invalid name 'x\xff': not valid UTF-8".to_string()
-            ))
-        );
-        assert_eq!(utf8("name", "ok".into()), Ok("ok".to_string()));
     }
 }

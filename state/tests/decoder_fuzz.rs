@@ -5,7 +5,7 @@
 
 use genv_state::devices::Gpu;
 use genv_state::layout::*;
-use genv_state::{Caller, Config, Genv, Store};
+use genv_state::{Caller, Capacity, Config, DeviceCount, EnvId, Genv, Input, Name, Store, Whole};
 use proptest::prelude::*;
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
@@ -41,11 +41,12 @@ fn pristine(name: &str) -> (PathBuf, &'static [u8]) {
         let gpus = gpus();
         for (i, n) in [1u32, 2, 0].iter().enumerate() {
             let c = Config {
-                name: Some(format!("env{i}")),
-                gpus: Some(*n),
-                gpu_memory: Some("2g".into()),
+                name: Some(Name::parse(&format!("env{i}")).unwrap()),
+                gpus: Some(DeviceCount::from_int(i64::from(*n)).unwrap()),
+                gpu_memory: Some(Capacity::parse("2g").unwrap()),
             };
-            g.activate(&me, &format!("e{i}"), pid, &c, Some((&gpus, i == 2)))
+            let eid = EnvId::parse(&format!("e{i}")).unwrap();
+            g.activate(&me, &eid, pid, &c, Some((&gpus, i == 2)))
                 .unwrap();
         }
         drop(g);
@@ -101,10 +102,10 @@ fn exercise(path: &std::path::Path) {
     }
     let _ = g.activate(
         &me,
-        "fresh",
+        &EnvId::parse("fresh").unwrap(),
         std::process::id(),
         &Config {
-            gpus: Some(2),
+            gpus: DeviceCount::parse("2").ok(),
             ..Config::default()
         },
         Some((&gpus, false)),

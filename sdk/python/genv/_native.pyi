@@ -1,6 +1,10 @@
 # Stubs of the native module (sdk/src/lib.rs): genv-state's operations for genv.sdk.
 from typing import List, Optional
 
+# genv-state's messages for what genv.sdk checks itself.
+NOT_ACTIVE: str
+ALREADY_ACTIVE: str
+
 def validate_config(
     name: Optional[str] = None, gpus: Optional[int] = None, gpu_memory: Optional[str] = None
 ) -> None: ...

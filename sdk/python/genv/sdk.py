@@ -124,7 +124,7 @@ def eid() -> Optional[str]:
 def _require() -> str:
     e = eid()
     if e is None:
-        raise RuntimeError("Not running in an active environment")
+        raise RuntimeError(_native.NOT_ACTIVE)
     return e
 
 
@@ -234,7 +234,7 @@ def activate(
     with _guard:
         if active():
             current = _native.quote(os.environ[_EID])
-            raise RuntimeError(f"Already running in an active environment ({current})")
+            raise RuntimeError(f"{_native.ALREADY_ACTIVE} ({current})")
         pid = os.getpid()
         if eid is None:
             eid = str(pid)

@@ -1,0 +1,126 @@
+//! `genv exec`: one command in a fresh environment, without any shell integration.
+
+use crate::exit::Exit;
+use crate::shell;
+use crate::values::{checked, Checked};
+use genv_state::text::quote_os;
+use genv_state::{
+    devices, AttachOutcome, Caller, Capacity, Config, DeviceCount, DeviceIndex, EnvId, Error, Genv,
+    Input, Name,
+};
+use std::ffi::{OsStr, OsString};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::process::CommandExt;
+use std::process::Command;
+
+#[derive(clap::Args, Clone, Debug)]
+pub struct Args {
+    #[arg(long, value_parser = checked(Name::parse_os))]
+    name: Option<Checked<Name>>,
+    #[arg(long, allow_hyphen_values = true, value_parser = checked(DeviceCount::parse_os))]
+    gpus: Option<Checked<DeviceCount>>,
+    #[arg(long, allow_hyphen_values = true, value_parser = checked(Capacity::parse_os))]
+    gpu_memory: Option<Checked<Capacity>>,
+    /// Attach this device (repeatable)
+    #[arg(long, value_parser = checked(DeviceIndex::parse_os))]
+    index: Vec<Checked<DeviceIndex>>,
+    #[arg(long)]
+    over_subscribe: bool,
+    /// The command and its arguments
+    #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+    command: Vec<OsString>,
+}
+
+/// `exec`, checked.
+#[derive(Debug)]
+pub struct Request {
+    pub config: Config,
+    pub index: Vec<DeviceIndex>,
+    pub over_subscribe: bool,
+    pub command: Vec<OsString>,
+}
+
+impl Args {
+    pub fn check(self) -> Result<Request, Error> {
+        Ok(Request {
+            config: super::config(self.name, self.gpus, self.gpu_memory)?,
+            index: self
+                .index
+                .into_iter()
+                .map(Checked::get)
+                .collect::<Result<_, _>>()?,
+            over_subscribe: self.over_subscribe,
+            command: self.command,
+        })
+    }
+}
+
+pub fn run(caller: &Caller, a: Request) -> Result<Exit, Error> {
+    let (config, over, command) = (a.config, a.over_subscribe, a.command);
+    let shim = shell::shim_path()?;
+    let genv = Genv::open()?;
+    let pid = std::process::id();
+    let eid = EnvId::parse(&format!("exec-{pid}"))?;
+    let needs_devices = config.gpus.is_some() || !a.index.is_empty();
+    let gpus = if needs_devices {
+        devices::read_gpus()?
+    } else {
+        Vec::new()
+    };
+    let attach = config.gpus.is_some().then_some((gpus.as_slice(), over));
+    genv.activate(caller, &eid, pid, &config, attach)?;
+    // From here on the environment exists: remove it on every path out.
+    let result = (|| -> Result<Exit, Error> {
+        for ix in &a.index {
+            let at = Some(ix.get());
+            if let AttachOutcome::Failed(m) = genv.attach(caller, &eid, &gpus, at, over)? {
+                return Err(Error::Unavailable(m));
+            }
+        }
+        // Bytes, not text: the loader takes any file name, and so do we.
+        let mut preload = shim.as_os_str().as_bytes().to_vec();
+        if let Some(old) = std::env::var_os("LD_PRELOAD") {
+            for p in old
+                .as_bytes()
+                .split(|&b| b == b':' || b == b' ')
+                .filter(|p| !p.is_empty() && !p.ends_with(b"libgenv_shim.so"))
+            {
+                preload.push(b':');
+                preload.extend_from_slice(p);
+            }
+        }
+        let preload = OsString::from_vec(preload);
+        let mut cmd = Command::new(&command[0]);
+        cmd.args(&command[1..])
+            .env("LD_PRELOAD", &preload)
+            .env("GENV_ENVIRONMENT_ID", eid.as_str())
+            .env("GENV_SHIM_PATH", &shim)
+            .env_remove("GENV_SHIM_BYPASS");
+        run_command(cmd, &command[0])
+    })();
+    let removed = genv.remove(caller, &eid);
+    let exit = result?;
+    removed?;
+    Ok(exit)
+}
+
+/// Runs `cmd` (`name` for the error message) to completion like system(3): while it runs,
+/// Ctrl-C and Ctrl-\ are for it, and we live to clean up afterwards (remove the environment,
+/// release a lock); the child gets the default dispositions back. Its status is ours.
+pub fn run_command(mut cmd: Command, name: &OsStr) -> Result<Exit, Error> {
+    // SAFETY: signal(2) with SIG_IGN installs no handler of ours. In the child, between fork
+    // and exec, signal(2) is async-signal-safe and touches no memory of the parent.
+    unsafe {
+        libc::signal(libc::SIGINT, libc::SIG_IGN);
+        libc::signal(libc::SIGQUIT, libc::SIG_IGN);
+        cmd.pre_exec(|| {
+            libc::signal(libc::SIGINT, libc::SIG_DFL);
+            libc::signal(libc::SIGQUIT, libc::SIG_DFL);
+            Ok(())
+        });
+    }
+    let status = cmd
+        .status()
+        .map_err(|e| Error::Input(format!("cannot run {}: {e}", quote_os(name))))?;
+    Ok(Exit::of_child(status))
+}

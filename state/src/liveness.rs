@@ -1,0 +1,100 @@
+//! Which environments are alive, computed once per command: an environment lives while one of
+//! its activating processes (pid + start time, so a reused pid does not count) or one of its
+//! shim processes runs.
+
+use crate::layout::{EnvRec, PidRec, Tables};
+use crate::ledger;
+use crate::procfs;
+use crate::store::Store;
+use std::cell::RefCell;
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::Ordering;
+
+/// Below this many processes to look up, one thread does it faster than starting others.
+const PARALLEL_MIN: usize = 64;
+/// /proc reads stop scaling past this many threads.
+const THREADS_MAX: usize = 8;
+
+pub(crate) struct Liveness {
+    shim_serials: HashSet<u64>,
+    /// (environment serial, pid) of every live shim process.
+    shim_pids: HashSet<(u64, u32)>,
+    /// (pid, start time) -> alive: each process is looked up in /proc once per command.
+    pids: RefCell<HashMap<(u32, u64), bool>>,
+}
+
+impl Liveness {
+    pub(crate) fn new(store: &Store) -> Liveness {
+        let l = store.ledger();
+        let mut shim_serials = HashSet::new();
+        let mut shim_pids = HashSet::new();
+        for (i, s) in l.procs.iter().enumerate() {
+            if s.pid.load(Ordering::Acquire) != 0 && ledger::slot_alive(store, i) {
+                let serial = s.env_serial.load(Ordering::Acquire);
+                shim_serials.insert(serial);
+                shim_pids.insert((serial, s.pid.load(Ordering::Acquire)));
+            }
+        }
+        Liveness {
+            shim_serials,
+            shim_pids,
+            pids: Default::default(),
+        }
+    }
+
+    pub(crate) fn pid_alive(&self, p: &PidRec) -> bool {
+        *self
+            .pids
+            .borrow_mut()
+            .entry((p.pid, p.start_time))
+            .or_insert_with(|| procfs::alive(p.pid, p.start_time))
+    }
+
+    pub(crate) fn alive(&self, e: &EnvRec) -> bool {
+        self.has_shim_processes(e) || e.pids().iter().any(|p| self.pid_alive(p))
+    }
+
+    /// Whether programs run under the shim in `e`.
+    pub(crate) fn has_shim_processes(&self, e: &EnvRec) -> bool {
+        self.shim_serials.contains(&e.serial)
+    }
+
+    /// Whether a shim process other than `pid` runs in `e`.
+    pub(crate) fn shim_process_besides(&self, e: &EnvRec, pid: u32) -> bool {
+        self.shim_pids
+            .iter()
+            .any(|&(serial, p)| serial == e.serial && p != pid)
+    }
+
+    /// Looks up every activating process of `t` at once, spread over the machine's cores: with
+    /// many environments the /proc reads are the cost of `genv envs`, and they are independent.
+    pub(crate) fn prefetch(&self, t: &Tables) {
+        let todo: Vec<(u32, u64)> = t
+            .envs()
+            .filter(|(_, e)| !self.has_shim_processes(e))
+            .flat_map(|(_, e)| e.pids().iter().map(|p| (p.pid, p.start_time)))
+            .collect();
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(THREADS_MAX));
+        if todo.len() < PARALLEL_MIN || threads < 2 {
+            return;
+        }
+        let chunk = todo.len().div_ceil(threads);
+        let found: Vec<((u32, u64), bool)> = std::thread::scope(|s| {
+            let parts: Vec<_> = todo
+                .chunks(chunk)
+                .map(|c| {
+                    s.spawn(move || {
+                        c.iter()
+                            .map(|&(pid, st)| ((pid, st), procfs::alive(pid, st)))
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            parts
+                .into_iter()
+                .flat_map(|h| h.join().unwrap_or_default())
+                .collect()
+        });
+        self.pids.borrow_mut().extend(found);
+    }
+}
