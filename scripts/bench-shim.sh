@@ -8,6 +8,8 @@
 # Times are CPU time per operation in each process (median over the processes), so processes
 # sharing few cores do not count each other's time.
 # Usage: scripts/bench-shim.sh [iterations]   (CARGO_TARGET_DIR is honoured)
+#   BASE_SHIM=/path/to/another/libgenv_shim.so adds its figures as a column (an earlier build,
+#   measured in the same run).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
@@ -28,12 +30,14 @@ export NULL_CUDA_UUID=$("$rel/genv" devices --json | python3 -c 'import json,sys
 
 # run DRIVER_DIR PROCS [shim]: median pair_ns and info_ns over PROCS concurrent processes.
 run() {
-    local dir=$1 procs=$2 shim=${3:-} i
+    local dir=$1 procs=$2 shim=${3:-} i lib
     local out=$work/out.$RANDOM
     mkdir -p "$out"
     for ((i = 0; i < procs; i++)); do
         if [ -n "$shim" ]; then
-            LD_LIBRARY_PATH=$dir LD_PRELOAD=$rel/libgenv_shim.so GENV_ENVIRONMENT_ID=bench \
+            lib=$rel/libgenv_shim.so
+            [ "$shim" = base ] && lib=$BASE_SHIM
+            LD_LIBRARY_PATH=$dir LD_PRELOAD=$lib GENV_ENVIRONMENT_ID=bench \
                 "$work/bench" "$iters" >"$out/$i" &
         else
             LD_LIBRARY_PATH=$dir "$work/bench" "$iters" >"$out/$i" &
@@ -66,15 +70,22 @@ eid=$("$rel/genv" envs --json | python3 -c 'import json,sys; print(json.load(sys
 sed_eid() { sed "s/GENV_ENVIRONMENT_ID=bench/GENV_ENVIRONMENT_ID=$eid/"; }
 eval "$(declare -f run | sed_eid)"
 
-printf '%-6s %6s | %12s %12s %10s | %12s %12s %10s\n' driver procs "pair bare" "pair shim" "added" "info bare" "info shim" "added"
+printf '%-6s %6s | %12s %12s %10s | %12s %12s %10s' driver procs "pair bare" "pair shim" "added" "info bare" "info shim" "added"
+[ -n "${BASE_SHIM:-}" ] && printf ' | %12s %12s' "pair base" "info base"
+printf '\n'
 for drv in null sim; do
     n=$iters
     [ "$drv" = sim ] && iters=$((n / 20 > 1000 ? n / 20 : 1000))
     for p in 1 8 64; do
         read -r pb ib < <(run "$work/$drv" "$p")
         read -r ps is < <(run "$work/$drv" "$p" shim)
-        printf '%-6s %6s | %10s ns %10s ns %7.1f ns | %10s ns %10s ns %7.1f ns\n' \
+        printf '%-6s %6s | %10s ns %10s ns %7.1f ns | %10s ns %10s ns %7.1f ns' \
             "$drv" "$p" "$pb" "$ps" "$(echo "$ps - $pb" | bc)" "$ib" "$is" "$(echo "$is - $ib" | bc)"
+        if [ -n "${BASE_SHIM:-}" ]; then
+            read -r pB iB < <(run "$work/$drv" "$p" base)
+            printf ' | %10s ns %10s ns' "$pB" "$iB"
+        fi
+        printf '\n'
     done
     iters=$n
 done

@@ -392,7 +392,7 @@ fn build(store: &'static Store, eid: String) -> View {
             Some(ViewDev {
                 host_index: a.device,
                 uuid: d.uuid(),
-                capacity: cap.map_or(d.total_memory, |c| c.min(d.total_memory)),
+                capacity: e.capacity_on(d),
                 physical_total: d.total_memory,
                 cap,
             })
