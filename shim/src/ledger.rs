@@ -11,8 +11,7 @@
 //!   of a left environment is given up as soon as it holds nothing.
 
 use crate::view::{View, ViewDev};
-use genv_state::ledger::{self, ProcHandle};
-use genv_state::Store;
+use genv_state::ledger::{self, LedgerFile, ProcHandle};
 use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU8, Ordering};
 
 impl View {
@@ -20,14 +19,14 @@ impl View {
     /// `Err(current use)` when it would pass the capacity, when the device is not attached, or
     /// when this process cannot be registered in the ledger (fail closed).
     pub fn reserve(&self, host_index: u32, bytes: u64) -> Result<Ticket, u64> {
-        let (Some(store), Some(dev)) = (self.store, self.device(host_index)) else {
+        let (Some(lf), Some(dev)) = (self.ledger, self.device(host_index)) else {
             crate::debug!("refuse {bytes} bytes on host GPU {host_index}: not attached");
             return Err(0);
         };
         // A registration being given up (see `reclaim`) refuses new users; the next lookup then
         // finds or makes a live one. Bounded, in case of a pathological race.
         for _ in 0..4 {
-            let p = proc_for(self, store).ok_or(0u64)?;
+            let p = proc_for(self, lf).ok_or(0u64)?;
             p.users.fetch_add(1, Ordering::SeqCst);
             if p.state.load(Ordering::SeqCst) != LIVE {
                 p.users.fetch_sub(1, Ordering::SeqCst);
@@ -66,15 +65,15 @@ impl View {
         dev: &ViewDev,
         bytes: u64,
     ) -> Result<Ticket, u64> {
-        let store = p.store;
+        let lf = p.ledger;
         let d = host_index as usize;
-        match p.handle.reserve(store, d, bytes, dev.capacity) {
+        match p.handle.reserve(lf, d, bytes, dev.capacity) {
             ledger::Reserve::Ok => Ok(Ticket(p)),
             ledger::Reserve::OverCap(_) => {
                 // Slow path only: a process of the environment killed with -9 may still be
                 // counted; give its memory back and try once more.
-                let reaped = ledger::reap_dead(store, Some(self.serial));
-                match p.handle.reserve(store, d, bytes, dev.capacity) {
+                let reaped = ledger::reap_dead(lf, Some(self.serial));
+                match p.handle.reserve(lf, d, bytes, dev.capacity) {
                     ledger::Reserve::Ok => Ok(Ticket(p)),
                     ledger::Reserve::OverCap(cur) => {
                         crate::debug!(
@@ -110,7 +109,7 @@ impl Ticket {
 
 /// Gives back a reservation (after the free, or when the driver refused the allocation).
 pub fn release(t: Ticket, host_index: u32, bytes: u64) {
-    t.0.handle.release(t.0.store, host_index as usize, bytes);
+    t.0.handle.release(t.0.ledger, host_index as usize, bytes);
     // Memory of an environment this process has left: its registration goes once empty.
     if t.0.superseded.load(Ordering::Relaxed) {
         reclaim(t.0);
@@ -135,7 +134,8 @@ const GONE: u8 = 2;
 struct Proc {
     pid: u32,
     serial: u64,
-    store: &'static Store,
+    /// The ledger the registration is in (its environment's owner's).
+    ledger: &'static LedgerFile,
     handle: ProcHandle,
     /// Reservations in progress through this registration.
     users: AtomicU32,
@@ -177,7 +177,7 @@ fn regs() -> impl Iterator<Item = &'static Proc> {
     })
 }
 
-fn proc_for(v: &View, store: &'static Store) -> Option<&'static Proc> {
+fn proc_for(v: &View, lf: &'static LedgerFile) -> Option<&'static Proc> {
     let p = PROC.load(Ordering::Acquire);
     if !p.is_null() {
         // SAFETY: registrations are leaked, never freed.
@@ -186,23 +186,23 @@ fn proc_for(v: &View, store: &'static Store) -> Option<&'static Proc> {
             return Some(p);
         }
     }
-    claim(v, store)
+    claim(v, lf)
 }
 
 #[cold]
-fn claim(v: &View, store: &'static Store) -> Option<&'static Proc> {
+fn claim(v: &View, lf: &'static LedgerFile) -> Option<&'static Proc> {
     while CLAIMING
         .compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed)
         .is_err()
     {
         std::thread::yield_now();
     }
-    let r = claim_locked(v, store);
+    let r = claim_locked(v, lf);
     CLAIMING.store(false, Ordering::Release);
     r
 }
 
-fn claim_locked(v: &View, store: &'static Store) -> Option<&'static Proc> {
+fn claim_locked(v: &View, lf: &'static LedgerFile) -> Option<&'static Proc> {
     // Compare with the kernel's pid here, on the slow path, in case a fork bypassed the handler.
     let pid = std::process::id();
     if MY_PID.swap(pid, Ordering::Relaxed) != pid {
@@ -216,10 +216,10 @@ fn claim_locked(v: &View, store: &'static Store) -> Option<&'static Proc> {
         PROC.store(p as *const Proc as *mut Proc, Ordering::Release);
         return Some(p);
     }
-    let Some(handle) = ProcHandle::claim(store, v.env_slot, v.serial) else {
+    let Some(handle) = ProcHandle::claim(lf, v.env_slot, v.serial) else {
         crate::log::error_once(format_args!(
             "cannot register process {pid} in the genv memory ledger ({}): allocations are refused",
-            store.path().display()
+            lf.path().display()
         ));
         return None;
     };
@@ -232,7 +232,7 @@ fn claim_locked(v: &View, store: &'static Store) -> Option<&'static Proc> {
     let p = Box::into_raw(Box::new(Proc {
         pid,
         serial: v.serial,
-        store,
+        ledger: lf,
         handle,
         users: AtomicU32::new(0),
         state: AtomicU8::new(LIVE),
@@ -272,7 +272,7 @@ fn reclaim(p: &'static Proc) {
     }
     let idle = p.users.load(Ordering::SeqCst) == 0
         && p.superseded.load(Ordering::SeqCst)
-        && (0..genv_state::layout::MAX_DEVICES).all(|d| p.handle.held(p.store, d) == 0);
+        && (0..genv_state::layout::MAX_DEVICES).all(|d| p.handle.held(p.ledger, d) == 0);
     if !idle {
         p.state.store(LIVE, Ordering::SeqCst);
         return;
@@ -293,7 +293,7 @@ fn reclaim(p: &'static Proc) {
     // reservation starts on it, and none is outstanding: it holds nothing); the box is leaked,
     // so this is the handle's only drop.
     let h = unsafe { std::ptr::read(&p.handle) };
-    h.unregister(p.store);
+    h.unregister(p.ledger);
 }
 
 /// Runs in a forked child (from `pthread_atfork`, before the child returns from fork): the

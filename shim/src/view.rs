@@ -26,7 +26,7 @@
 //! the driver (see cuda/mod.rs for the list of paths), not the memory of CUDA contexts themselves.
 //! `cuMemGetInfo`, NVML's memory figures and the check all use this same ledger figure.
 
-use genv_state::ledger;
+use genv_state::ledger::{self, LedgerFile};
 use genv_state::Store;
 use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicU8, Ordering};
 
@@ -63,6 +63,8 @@ pub struct View {
     /// Attached GPUs in attach order.
     pub devices: Vec<ViewDev>,
     pub(crate) store: Option<&'static Store>,
+    /// The environment's owner's ledger (mapped when this process may book memory in it).
+    pub(crate) ledger: Option<&'static LedgerFile>,
     /// The state generation this view was last found current at.
     checked: AtomicU64,
 }
@@ -88,16 +90,16 @@ impl View {
     /// of CUDA and NVML). Memory of processes that ended is given back first, at most every
     /// [`REAP_EVERY_MS`]: a report is current to that, without a scan per call.
     pub fn env_used(&self, host_index: u32) -> u64 {
-        match self.store {
-            Some(s) => {
-                self.reap_if_due(s);
-                ledger::env_used(s, self.env_slot, self.serial, host_index as usize)
+        match self.ledger {
+            Some(l) => {
+                self.reap_if_due(l);
+                ledger::env_used(l, self.env_slot, self.serial, host_index as usize)
             }
             None => 0,
         }
     }
 
-    fn reap_if_due(&self, store: &Store) {
+    fn reap_if_due(&self, lf: &LedgerFile) {
         // +1: 0 means "never reaped", so the first report of a process is always current.
         let now = coarse_ms() + 1;
         let last = LAST_REAP_MS.load(Ordering::Relaxed);
@@ -109,7 +111,7 @@ impl View {
             .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
             .is_ok()
         {
-            let n = ledger::reap_dead(store, Some(self.serial));
+            let n = ledger::reap_dead(lf, Some(self.serial));
             if n > 0 {
                 crate::debug!("gave back the memory of {n} processes that ended");
             }
@@ -134,7 +136,7 @@ impl View {
 
     /// Live processes of the environment that run under the shim. O(ledger slots).
     pub fn env_pids(&self) -> Vec<u32> {
-        match self.store {
+        match self.ledger {
             Some(s) => ledger::env_processes(s, self.serial)
                 .into_iter()
                 .map(|(pid, _)| pid)
@@ -146,7 +148,7 @@ impl View {
     /// What process `pid` of the environment holds on NVML device `host_index`. O(ledger slots).
     pub fn pid_used(&self, pid: u32, host_index: u32) -> u64 {
         let (Some(s), true) = (
-            self.store,
+            self.ledger,
             (host_index as usize) < genv_state::layout::MAX_DEVICES,
         ) else {
             return 0;
@@ -328,6 +330,7 @@ fn broken(eid: String, why: std::fmt::Arguments<'_>) -> View {
         serial: 0,
         devices: Vec::new(),
         store: None,
+        ledger: None,
         checked: AtomicU64::new(0),
     }
 }
@@ -405,12 +408,46 @@ fn build(store: &'static Store, eid: String) -> View {
         serial: e.serial,
         devices,
         store: Some(store),
+        ledger: ledger_of(store, e.uid),
         checked: AtomicU64::new(snap.generation),
     }
 }
 
+/// The ledger of user `uid` (the environment's owner), opened once and kept: mapped when this
+/// process may write it, read-only otherwise (its memory figures still read; allocations are
+/// refused, see `View::reserve`). Kept per uid; one is all a process normally needs.
+fn ledger_of(store: &'static Store, uid: u32) -> Option<&'static LedgerFile> {
+    // SAFETY: published ledgers are leaked, never freed.
+    if let Some(l) = unsafe { LEDGER.load(Ordering::Acquire).as_ref() } {
+        if l.uid() == uid {
+            return Some(l);
+        }
+    }
+    let lf = store
+        .ledger(uid, true, ledger::Create::No)
+        .or_else(|_| store.ledger(uid, false, ledger::Create::No));
+    let lf = match lf {
+        Ok(l) => l,
+        Err(e) => {
+            crate::log::error_once(format_args!(
+                "cannot open the genv memory ledger of uid {uid} ({e}): allocations are refused"
+            ));
+            return None;
+        }
+    };
+    let p = Box::into_raw(Box::new(lf));
+    // Whatever was there stays valid (leaked) for the views that use it.
+    LEDGER.store(p, Ordering::Release);
+    // SAFETY: just published; leaked from now on.
+    Some(unsafe { &*p })
+}
+
+/// The ledger opened last (see `ledger_of`).
+static LEDGER: AtomicPtr<LedgerFile> = AtomicPtr::new(std::ptr::null_mut());
+
 fn same(a: &View, b: &View) -> bool {
     a.broken == b.broken
+        && a.ledger.map(|l| l as *const LedgerFile) == b.ledger.map(|l| l as *const LedgerFile)
         && a.env_slot == b.env_slot
         && a.serial == b.serial
         && a.devices == b.devices

@@ -141,7 +141,7 @@ impl Dir {
             let fd = match cur.open_path(&name) {
                 Ok(fd) => fd,
                 Err(Errno::NOENT) if create => {
-                    cur.make_dir(&name, last)?;
+                    cur.make_dir(&name, last.then_some(SHARED_DIR_MODE))?;
                     cur.open_path(&name)
                         .map_err(|e| at_err(&shown, "open the directory", e))?
                 }
@@ -219,9 +219,9 @@ impl Dir {
         )
     }
 
-    /// Makes directory `name` here; the shared mode when `shared` (chmod'ed, since the umask
+    /// Makes directory `name` here, with exactly `mode` when given (chmod'ed, since the umask
     /// narrows mkdir's mode, and only after checking that what is there is what we made).
-    fn make_dir(&self, name: &OsStr, shared: bool) -> Result<(), Error> {
+    fn make_dir(&self, name: &OsStr, mode: Option<u32>) -> Result<(), Error> {
         let shown = self.path.join(name);
         match rfs::mkdirat(&self.fd, name, Mode::from_raw_mode(0o777)) {
             Ok(()) => {}
@@ -229,7 +229,7 @@ impl Dir {
             Err(Errno::EXIST) => return Ok(()),
             Err(e) => return Err(at_err(&shown, "create the directory", e)),
         }
-        if shared {
+        if let Some(mode) = mode {
             let fd = rfs::openat(
                 &self.fd,
                 name,
@@ -241,7 +241,7 @@ impl Dir {
             // What we open must be ours; a directory of someone else's (swapped in by the
             // owner of the directory above) is left as it is, and checked like any other.
             if st.st_uid == euid() {
-                rfs::fchmod(&fd, Mode::from_raw_mode(SHARED_DIR_MODE))
+                rfs::fchmod(&fd, Mode::from_raw_mode(mode))
                     .map_err(|e| at_err(&shown, "set the permissions of", e))?;
             }
         }
@@ -249,15 +249,15 @@ impl Dir {
     }
 
     /// Sub-directory `name` of this one (no link followed). It may also belong to the owner
-    /// of this directory (who controls it anyway). Made with [`SHARED_DIR_MODE`] when missing
-    /// and `create`.
-    pub fn subdir(&self, name: &str, create: bool) -> Result<Dir, Error> {
+    /// of this directory (who controls it anyway). Made with mode `create` when missing and
+    /// given.
+    pub fn subdir(&self, name: &str, create: Option<u32>) -> Result<Dir, Error> {
         let name = OsStr::new(name);
         let shown = self.path.join(name);
         let fd = match self.open_path(name) {
             Ok(fd) => fd,
-            Err(Errno::NOENT) if create => {
-                self.make_dir(name, true)?;
+            Err(Errno::NOENT) if create.is_some() => {
+                self.make_dir(name, create)?;
                 self.open_path(name)
                     .map_err(|e| at_err(&shown, "open the directory", e))?
             }

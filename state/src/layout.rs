@@ -2,27 +2,38 @@
 //! the SDK and the shim (in any process, any user) read the same bytes; nothing is serialised.
 //!
 //! ```text
-//! [Header 4 KiB][Tables A][Tables B][Ledger]
+//! state.v2:      [Header 4 KiB][Tables A][Tables B]
+//! ledger/<uid>:  [LedgerHeader 4 KiB][Ledger]        one per user
 //! ```
 //! The two `Tables` copies make writes crash-safe: a writer (holding `flock`) copies the active
 //! copy into the other, changes it and then flips `Header::active`. A writer that dies before the
 //! flip leaves the active copy untouched. Readers never lock: they copy the active tables and
 //! retry if `Header::generation` moved by two or more meanwhile (a seqlock).
-//! The `Ledger` is updated in place with atomics by the shim (see `ledger.rs`).
+//! Each user's `Ledger` (the memory their environments' processes hold) is a file of its own,
+//! owned by that user and updated in place with atomics by the shim (see `ledger.rs`): a user's
+//! processes write only their own user's accounting.
 
 use std::sync::atomic::{AtomicU32, AtomicU64};
 
 pub const MAGIC: [u8; 8] = *b"GENVSTAT";
 /// Bump on any change of layout: older files are refused with a clear message.
-pub const VERSION: u32 = 1;
+pub const VERSION: u32 = 2;
+/// The state file's name in its directory (the format version is in the name, so that genv of
+/// an older format and this one never open each other's file).
+pub const STATE_FILE: &str = "state.v2";
+/// The directory of the per-user ledgers, inside the state directory.
+pub const LEDGER_DIR: &str = "ledger";
+pub const LEDGER_MAGIC: [u8; 8] = *b"GENVLEDG";
+pub const LEDGER_VERSION: u32 = 1;
 pub const MAX_DEVICES: usize = 32;
 pub const MAX_ENVS: usize = 2048;
 pub const MAX_PIDS: usize = 16;
+/// Process slots of one user's ledger: processes of that user under the shim at once.
 pub const MAX_PROCS: usize = 4096;
 pub const HEADER_SIZE: usize = 4096;
 
-/// Offset of the byte-range locks that mark live processes (one byte per ledger process slot);
-/// they lie past the end of the file, which POSIX allows.
+/// Offset of the byte-range locks that mark live processes (one byte per process slot of a
+/// ledger file); they lie past the end of the file, which POSIX allows.
 pub const PROC_LOCK_BASE: i64 = 1 << 40;
 
 /// Offset of the byte-range read lock that every process with the state file open holds at
@@ -43,6 +54,7 @@ pub struct Header {
     pub max_pids: u32,
     pub max_procs: u32,
     pub tables_size: u64,
+    /// 0: the ledgers are files of their own (kept so that the layout check reads as before).
     pub ledger_size: u64,
     /// Incremented by a writer when it starts writing the inactive copy and again after the flip.
     pub generation: AtomicU64,
@@ -132,31 +144,51 @@ pub struct EnvUsage {
     pub used: [AtomicU64; MAX_DEVICES],
 }
 
-/// One process running under the shim.
+/// The processes of one user that run under the shim, in dense arrays (a scan for live slots
+/// reads only the pids and serials). Slot `i` is owned while its byte at `PROC_LOCK_BASE + i`
+/// of the ledger file is locked (OFD lock); the kernel drops the lock when the process dies.
 #[repr(C)]
-pub struct ProcSlot {
-    /// 0 when free. A slot is owned while its byte at `PROC_LOCK_BASE + i` is locked (OFD lock);
-    /// the kernel drops the lock when the process dies.
-    pub pid: AtomicU32,
-    pub env_slot: AtomicU32,
-    pub env_serial: AtomicU64,
-    /// Bytes this process holds per device, already added to its environment's `EnvUsage`.
-    pub used: [AtomicU64; MAX_DEVICES],
+pub struct Procs {
+    /// 0 when free.
+    pub pid: [AtomicU32; MAX_PROCS],
+    /// The process's environment: its table slot and serial.
+    pub env_slot: [AtomicU32; MAX_PROCS],
+    pub env_serial: [AtomicU64; MAX_PROCS],
+    /// Bytes each process holds per device, already added to its environment's `EnvUsage`.
+    pub used: [[AtomicU64; MAX_DEVICES]; MAX_PROCS],
 }
 
+/// One user's ledger. `envs[i]` belongs to `Tables::envs[i]` while `serial` matches that
+/// environment's serial (only the entries of the user's own environments are ever used).
 #[repr(C)]
 pub struct Ledger {
     pub envs: [EnvUsage; MAX_ENVS],
-    pub procs: [ProcSlot; MAX_PROCS],
+    pub procs: Procs,
+}
+
+/// The head of a ledger file.
+#[repr(C)]
+pub struct LedgerHeader {
+    pub magic: [u8; 8],
+    pub version: u32,
+    /// The user whose ledger it is.
+    pub uid: u32,
+    pub file_size: u64,
+    pub max_envs: u32,
+    pub max_procs: u32,
+    pub max_devices: u32,
+    pub _pad: u32,
 }
 
 /// The sections of the file start on page boundaries.
 const PAGE: usize = 4096;
 pub const TABLES_SIZE: usize = std::mem::size_of::<Tables>().next_multiple_of(PAGE);
-pub const LEDGER_SIZE: usize = std::mem::size_of::<Ledger>().next_multiple_of(PAGE);
 pub const TABLES_OFFSET: [usize; 2] = [HEADER_SIZE, HEADER_SIZE + TABLES_SIZE];
-pub const LEDGER_OFFSET: usize = HEADER_SIZE + 2 * TABLES_SIZE;
-pub const FILE_SIZE: usize = LEDGER_OFFSET + LEDGER_SIZE;
+pub const FILE_SIZE: usize = HEADER_SIZE + 2 * TABLES_SIZE;
+/// A ledger file: its header page, then the `Ledger`.
+pub const LEDGER_HEADER_SIZE: usize = PAGE;
+pub const LEDGER_SIZE: usize = std::mem::size_of::<Ledger>().next_multiple_of(PAGE);
+pub const LEDGER_FILE_SIZE: usize = LEDGER_HEADER_SIZE + LEDGER_SIZE;
 
 /// Byte offset of `envs[i]` inside `Tables`, used to copy only the used prefix.
 pub const fn tables_prefix_len(env_hwm: usize) -> usize {
@@ -164,6 +196,7 @@ pub const fn tables_prefix_len(env_hwm: usize) -> usize {
 }
 
 const _: () = assert!(std::mem::size_of::<Header>() <= HEADER_SIZE);
+const _: () = assert!(std::mem::size_of::<LedgerHeader>() <= LEDGER_HEADER_SIZE);
 // `Tables::sanitize` keeps a set of device indices in a u64.
 const _: () = assert!(MAX_DEVICES <= 64);
 

@@ -3,12 +3,10 @@
 //! shim processes runs.
 
 use crate::layout::{EnvRec, PidRec, Tables};
-use crate::ledger;
+use crate::ledger::{self, LedgerFile};
 use crate::procfs;
-use crate::store::Store;
 use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::Ordering;
 
 /// Below this many processes to look up, one thread does it faster than starting others.
 const PARALLEL_MIN: usize = 64;
@@ -24,15 +22,14 @@ pub(crate) struct Liveness {
 }
 
 impl Liveness {
-    pub(crate) fn new(store: &Store) -> Liveness {
-        let l = store.ledger();
+    /// From the live process slots of every user's ledger.
+    pub(crate) fn new(ledgers: &[LedgerFile]) -> Liveness {
         let mut shim_serials = HashSet::new();
         let mut shim_pids = HashSet::new();
-        for (i, s) in l.procs.iter().enumerate() {
-            if s.pid.load(Ordering::Acquire) != 0 && ledger::slot_alive(store, i) {
-                let serial = s.env_serial.load(Ordering::Acquire);
+        for lf in ledgers {
+            for (_, pid, serial) in ledger::live_slots(lf) {
                 shim_serials.insert(serial);
-                shim_pids.insert((serial, s.pid.load(Ordering::Acquire)));
+                shim_pids.insert((serial, pid));
             }
         }
         Liveness {

@@ -68,7 +68,7 @@ fn io_err(path: &Path, what: &str, e: std::io::Error) -> Error {
 
 /// The (checked) lock directory inside the (checked) state directory `state`.
 fn open_lock_dir(state: &Path) -> Result<Dir, Error> {
-    Dir::open(state, true)?.subdir("locks", true)
+    Dir::open(state, true)?.subdir("locks", Some(crate::fsafe::SHARED_DIR_MODE))
 }
 
 fn open_lock_file(dir: &Dir, name: &str) -> Result<File, Error> {

@@ -5,7 +5,7 @@ use crate::config::Config;
 use crate::devices::Gpu;
 use crate::input::EnvId;
 use crate::layout::*;
-use crate::ledger;
+use crate::ledger::{self, LedgerFile};
 use crate::liveness::Liveness;
 use crate::placement::{self, AttachOutcome};
 use crate::procfs;
@@ -93,6 +93,30 @@ impl Genv {
         &self.store
     }
 
+    /// Every user's ledger, each mapped when this process may write it (its own; all of them
+    /// for root), read through `pread` otherwise. Dead processes' memory is given back in those
+    /// it maps.
+    fn ledgers(&self) -> Vec<LedgerFile> {
+        let Ok(dir) = self.store.ledger_dir(None) else {
+            return Vec::new();
+        };
+        let me = procfs::current_uid();
+        let mut out = Vec::new();
+        for name in dir.names().unwrap_or_default() {
+            let Some(uid) = name.to_str().and_then(|n| n.parse::<u32>().ok()) else {
+                continue;
+            };
+            let write = self.store.writable() && (uid == me || me == 0);
+            let lf = LedgerFile::open(&dir, uid, write, ledger::Create::No)
+                .or_else(|_| LedgerFile::open(&dir, uid, false, ledger::Create::No));
+            if let Ok(lf) = lf {
+                ledger::reap_dead(&lf, None);
+                out.push(lf);
+            }
+        }
+        out
+    }
+
     /// A transaction that first forgets dead shim processes, and dead environments that hold
     /// devices (so that placement sees them free). Other dead environments cost nothing here:
     /// readers hide them and `envs` removes them, having checked every environment anyway.
@@ -100,8 +124,7 @@ impl Genv {
         &self,
         f: impl FnOnce(&mut Tables, &Liveness) -> Result<T, Error>,
     ) -> Result<T, Error> {
-        ledger::reap_dead(&self.store, None);
-        let live = Liveness::new(&self.store);
+        let live = Liveness::new(&self.ledgers());
         self.write_live(&live, f)
     }
 
@@ -121,8 +144,9 @@ impl Genv {
         })
     }
 
+    /// Drops environment `i`. Its ledger entry stays behind, unused: it is its owner's, and
+    /// the next environment of that owner in slot `i` starts it afresh (see `activate`).
     fn forget(&self, t: &mut Tables, i: usize) {
-        ledger::reset_env(&self.store, i, 0);
         t.envs[i].serial = 0;
     }
 
@@ -137,10 +161,10 @@ impl Genv {
 
     /// The tables and who is alive, for the commands that report; memory of processes that
     /// ended is given back first, so that what they show is what is held.
-    fn live_snapshot(&self) -> (Snapshot, Liveness) {
-        ledger::reap_dead(&self.store, None);
-        let live = Liveness::new(&self.store);
-        (self.store.snapshot(), live)
+    fn live_snapshot(&self) -> (Snapshot, Liveness, Vec<LedgerFile>) {
+        let ledgers = self.ledgers();
+        let live = Liveness::new(&ledgers);
+        (self.store.snapshot(), live, ledgers)
     }
 
     /// Replaces the device list with what NVML reports; attachments to a device that is gone
@@ -183,6 +207,10 @@ impl Genv {
         let eid = eid.as_str();
         let start = procfs::start_time(pid)
             .ok_or_else(|| Error::Input(format!("process {pid} does not exist")))?;
+        // The memory of the caller's environments is booked in the caller's own ledger (made
+        // only when the state may be changed at all).
+        self.store.check_writable()?;
+        let own = self.store.ledger(caller.uid, true, ledger::Create::Own)?;
         let slot = self.write(|t, live| {
             if let Some(gpus) = attach.map(|a| a.0) {
                 placement::apply_devices(t, gpus);
@@ -244,9 +272,9 @@ impl Genv {
                         start_time: start,
                     };
                     config.record(e);
-                    // A fresh environment starts with an empty ledger (the slot was free, so
-                    // this is harmless should the transaction fail below).
-                    ledger::reset_env(&self.store, i, e.serial);
+                    // A fresh environment starts with an empty ledger entry (the slot was free,
+                    // so this is harmless should the transaction fail below).
+                    ledger::reset_env(&own, i, e.serial)?;
                     t.env_hwm = t.env_hwm.max(i as u32 + 1);
                     i
                 }
@@ -355,25 +383,27 @@ impl Genv {
         })
     }
 
-    fn info(&self, t: &Tables, slot: usize, live: Option<&Liveness>) -> EnvInfo {
+    fn info(
+        &self,
+        t: &Tables,
+        slot: usize,
+        live: Option<&Liveness>,
+        ledgers: &[LedgerFile],
+    ) -> EnvInfo {
         let e = &t.envs[slot];
-        let procs = if live.is_none_or(|l| l.has_shim_processes(e)) {
-            ledger::env_processes(&self.store, e.serial)
-        } else {
-            Vec::new()
+        let lf = ledgers.iter().find(|l| l.uid() == e.uid);
+        let procs = match lf {
+            Some(lf) if live.is_none_or(|l| l.has_shim_processes(e)) => {
+                ledger::env_processes(lf, e.serial)
+            }
+            _ => Vec::new(),
         };
         let processes: Vec<u32> = procs.iter().map(|(p, _)| *p).collect();
-        // Dead processes were reaped before (see `live_snapshot`), unless the file is read-only
-        // for us: then what the live ones hold is the figure.
-        let used = |dev: u32| {
-            if self.store.writable() {
-                ledger::env_used(&self.store, slot, e.serial, dev as usize)
-            } else {
-                procs
-                    .iter()
-                    .map(|(_, u)| u.get(dev as usize).copied().unwrap_or(0))
-                    .sum()
-            }
+        // Dead processes were reaped before in the ledgers this process maps (see
+        // `ledgers`); in the others, what the live ones hold is the figure.
+        let used = |dev: u32| match lf {
+            Some(lf) => ledger::env_used(lf, slot, e.serial, dev as usize),
+            None => 0,
         };
         let name = e.name();
         EnvInfo {
@@ -402,22 +432,24 @@ impl Genv {
 
     fn env_at(&self, slot: usize) -> Option<EnvInfo> {
         let snap = self.store.snapshot();
+        let ledgers = self.ledgers();
         snap.envs[slot]
             .is_used()
-            .then(|| self.info(&snap, slot, None))
+            .then(|| self.info(&snap, slot, None, &ledgers))
     }
 
     /// Environment `eid`, if it exists and is alive.
     pub fn env(&self, eid: &str) -> Option<EnvInfo> {
-        let (snap, live) = self.live_snapshot();
+        let (snap, live, ledgers) = self.live_snapshot();
         let (i, e) = snap.env_by_eid(eid)?;
-        live.alive(e).then(|| self.info(&snap, i, Some(&live)))
+        live.alive(e)
+            .then(|| self.info(&snap, i, Some(&live), &ledgers))
     }
 
     /// Every live environment, oldest first. Having checked them all, it also removes the dead
     /// ones from the file (best effort: a reader that cannot write still gets its list).
     pub fn envs(&self) -> Vec<EnvInfo> {
-        let (snap, live) = self.live_snapshot();
+        let (snap, live, ledgers) = self.live_snapshot();
         live.prefetch(&snap);
         let mut dead = false;
         let mut v: Vec<EnvInfo> = snap
@@ -427,7 +459,7 @@ impl Genv {
                 dead |= !a;
                 a
             })
-            .map(|(i, _)| self.info(&snap, i, Some(&live)))
+            .map(|(i, _)| self.info(&snap, i, Some(&live), &ledgers))
             .collect();
         if dead {
             let _ = self.write_live(&live, |t, live| {
@@ -441,7 +473,7 @@ impl Genv {
 
     /// Every device with the live environments attached to it.
     pub fn devices(&self) -> Vec<DeviceInfo> {
-        let (snap, live) = self.live_snapshot();
+        let (snap, live, _) = self.live_snapshot();
         let mut out: Vec<DeviceInfo> = snap
             .devices()
             .iter()

@@ -2,24 +2,25 @@
 
 use crate::fsafe::{Dir, OpenError};
 use crate::layout::*;
+use crate::mode::Mode;
 use crate::Error;
-use std::fs::{File, OpenOptions};
-use std::os::unix::fs::OpenOptionsExt;
+use std::fs::File;
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{fence, Ordering};
 
-/// The directory of the state file: `$GENV_TMPDIR`, default `/var/tmp/genv`.
+/// The directory of the state file in the mode in force (see mode.rs): `$GENV_TMPDIR` (default
+/// `/var/tmp/genv`) in the shared mode, the configured one in system mode.
 pub fn state_dir() -> PathBuf {
-    match std::env::var_os("GENV_TMPDIR") {
-        Some(d) if !d.is_empty() => PathBuf::from(d),
-        _ => PathBuf::from("/var/tmp/genv"),
+    match Mode::current() {
+        Ok(m) => m.state_dir().to_path_buf(),
+        Err(_) => Mode::shared().state_dir().to_path_buf(),
     }
 }
 
 /// The state file's path inside [`state_dir`].
 pub fn state_path() -> PathBuf {
-    state_dir().join("state.v1")
+    state_dir().join(STATE_FILE)
 }
 
 /// An open, mapped and validated state file.
@@ -151,9 +152,24 @@ fn processes(n: usize) -> String {
     }
 }
 
+/// The error of making a file of `size` bytes at `path`: a full disk or quota says what it needs.
+pub(crate) fn create_error(path: &Path, dir: &Path, size: usize, e: std::io::Error) -> Error {
+    if e.raw_os_error() == Some(libc::ENOSPC) || e.raw_os_error() == Some(libc::EDQUOT) {
+        Error::State(format!(
+            "cannot create {}: {e} (it needs {} MiB); free space in {} or point GENV_TMPDIR \
+             elsewhere",
+            path.display(),
+            size.div_ceil(1 << 20),
+            dir.display()
+        ))
+    } else {
+        io_err(path, "create", e)
+    }
+}
+
 /// Fills a fresh file with real blocks, so that a full disk is an error now rather than a
 /// SIGBUS in whichever process first touches a page of a sparse file.
-fn allocate(f: &File, len: u64) -> std::io::Result<()> {
+pub(crate) fn allocate(f: &File, len: u64) -> std::io::Result<()> {
     match rustix::fs::fallocate(f, rustix::fs::FallocateFlags::empty(), 0, len) {
         Ok(()) => Ok(()),
         Err(rustix::io::Errno::OPNOTSUPP | rustix::io::Errno::NOSYS) => {
@@ -278,7 +294,7 @@ impl Store {
         if h.file_size as usize != FILE_SIZE
             || len < FILE_SIZE
             || h.tables_size as usize != TABLES_SIZE
-            || h.ledger_size as usize != LEDGER_SIZE
+            || h.ledger_size != 0
             || h.max_envs as usize != MAX_ENVS
             || h.max_devices as usize != MAX_DEVICES
             || h.max_procs as usize != MAX_PROCS
@@ -350,7 +366,7 @@ impl Store {
             h.max_pids = MAX_PIDS as u32;
             h.max_procs = MAX_PROCS as u32;
             h.tables_size = TABLES_SIZE as u64;
-            h.ledger_size = LEDGER_SIZE as u64;
+            h.ledger_size = 0;
             h.instance = crate::fsafe::random_u64() | 1;
             // SAFETY: reading the bytes of a plain-data value we own.
             let bytes = unsafe {
@@ -368,19 +384,7 @@ impl Store {
             }
         })();
         let _ = dir.unlink(std::ffi::OsStr::new(&tmp));
-        result.map_err(|e| {
-            if e.raw_os_error() == Some(libc::ENOSPC) || e.raw_os_error() == Some(libc::EDQUOT) {
-                Error::State(format!(
-                    "cannot create the state file {}: {e} (it needs {} MiB); free space in {} \
-                     or point GENV_TMPDIR elsewhere",
-                    path.display(),
-                    FILE_SIZE.div_ceil(1 << 20),
-                    dir.path().display()
-                ))
-            } else {
-                io_err(path, "create", e)
-            }
-        })
+        result.map_err(|e| create_error(path, dir.path(), FILE_SIZE, e))
     }
 
     /// Whether the file at the path is not this one any more (removed, or replaced by another).
@@ -399,39 +403,8 @@ impl Store {
         self.writable
     }
 
-    /// A new open file description of this very file (not of whatever the path names now), for
-    /// locks that must live exactly as long as their owner (the ledger's process slots).
-    pub(crate) fn reopen(&self) -> Option<File> {
-        if !self.writable {
-            return None;
-        }
-        let same = |f: &File| {
-            rustix::fs::fstat(f)
-                .ok()
-                .is_some_and(|st| (st.st_dev, st.st_ino) == self.id)
-        };
-        // /proc/self/fd/N opens the inode itself, even if the path was removed or replaced.
-        let proc_path = format!("/proc/self/fd/{}", self.file.as_raw_fd());
-        if let Ok(f) = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .custom_flags(libc::O_CLOEXEC)
-            .open(proc_path)
-        {
-            if same(&f) {
-                return Some(f);
-            }
-        }
-        let f = self.dir.open_file(&self.name, true).ok()?;
-        same(&f).then_some(f)
-    }
-
     pub fn path(&self) -> &Path {
         &self.path
-    }
-
-    pub(crate) fn file(&self) -> &File {
-        &self.file
     }
 
     pub(crate) fn header(&self) -> &Header {
@@ -444,9 +417,24 @@ impl Store {
         unsafe { self.map.as_mut_ptr().add(TABLES_OFFSET[which & 1]) as *mut Tables }
     }
 
-    pub fn ledger(&self) -> &Ledger {
-        // SAFETY: inside the validated mapping; Ledger is atomics only.
-        unsafe { &*(self.map.as_ptr().add(LEDGER_OFFSET) as *const Ledger) }
+    /// The directory of the per-user ledgers, made when `create` is `Some(mode)` (1777 in the
+    /// shared mode; the service makes its own, root's 0755).
+    pub fn ledger_dir(&self, create: Option<u32>) -> Result<Dir, Error> {
+        self.dir.subdir(LEDGER_DIR, create)
+    }
+
+    /// `uid`'s ledger, mapped when `write`; the caller's own is made when missing in the shared
+    /// mode (see `ledger::Create`).
+    pub fn ledger(
+        &self,
+        uid: u32,
+        write: bool,
+        create: crate::ledger::Create,
+    ) -> Result<crate::ledger::LedgerFile, Error> {
+        let shared =
+            (create == crate::ledger::Create::Own).then_some(crate::fsafe::SHARED_DIR_MODE);
+        let dir = self.ledger_dir(shared)?;
+        crate::ledger::LedgerFile::open(&dir, uid, write, create)
     }
 
     /// Refuses, with the reason, when this process must not write the file: it is read-only for

@@ -54,7 +54,7 @@ fn pristine(name: &str) -> (PathBuf, &'static [u8]) {
     });
     let dir = dir().join(name);
     std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("state.v1");
+    let path = dir.join("state.v2");
     std::fs::write(&path, bytes).unwrap();
     (path, bytes)
 }

@@ -7,9 +7,15 @@ use genv_state::{Error, Store};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+/// This process's own ledger in `s`'s directory (made when missing).
+fn own(s: &Store) -> ledger::LedgerFile {
+    s.ledger(genv_state::procfs::current_uid(), true, ledger::Create::Own)
+        .unwrap()
+}
+
 fn tmp_store() -> (tempdir::Dir, Store) {
     let d = tempdir::Dir::new();
-    let s = Store::open_at(&d.0.join("state.v1"), true).unwrap();
+    let s = Store::open_at(&d.0.join("state.v2"), true).unwrap();
     (d, s)
 }
 
@@ -95,7 +101,7 @@ fn readers_never_see_a_torn_copy() {
 #[test]
 fn bad_files_are_refused_with_the_way_out() {
     let d = tempdir::Dir::new();
-    let p = d.0.join("state.v1");
+    let p = d.0.join("state.v2");
     // Missing and not to be created.
     let e = Store::open_at(&p, false).err().unwrap().to_string();
     assert!(e.contains("does not exist"), "{e}");
@@ -131,10 +137,10 @@ fn file_is_shared_by_all_users() {
     let d = tempdir::Dir::new();
     let dir = d.0.join("sub");
     let old = unsafe { libc::umask(0o077) };
-    let r = Store::open_at(&dir.join("state.v1"), true);
+    let r = Store::open_at(&dir.join("state.v2"), true);
     unsafe { libc::umask(old) };
     r.unwrap();
-    let m = std::fs::metadata(dir.join("state.v1"))
+    let m = std::fs::metadata(dir.join("state.v2"))
         .unwrap()
         .permissions()
         .mode();
@@ -146,8 +152,8 @@ fn file_is_shared_by_all_users() {
 #[test]
 fn threads_never_pass_the_cap() {
     let (_d, s) = tmp_store();
-    let s = Arc::new(s);
-    ledger::reset_env(&s, 3, 42);
+    let s = Arc::new(own(&s));
+    ledger::reset_env(&s, 3, 42).unwrap();
     let cap = 1000u64;
     let handles: Vec<_> = (0..8)
         .map(|_| {
@@ -177,14 +183,15 @@ fn threads_never_pass_the_cap() {
 
 #[test]
 fn a_killed_process_gives_its_memory_back() {
-    let (_d, s) = tmp_store();
-    ledger::reset_env(&s, 0, 9);
+    let (_d, store) = tmp_store();
+    let s = own(&store);
+    ledger::reset_env(&s, 0, 9).unwrap();
     let mut fds = [0i32; 2];
     assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
     let pid = unsafe { libc::fork() };
     if pid == 0 {
         // Child: take 600 bytes and wait to be killed.
-        let s = Store::open_at(s.path(), false).unwrap();
+        let s = own(&Store::open_at(store.path(), false).unwrap());
         let h = ProcHandle::claim(&s, 0, 9).unwrap();
         let ok = h.reserve(&s, 0, 600, 1000) == Reserve::Ok;
         unsafe {
@@ -217,14 +224,15 @@ fn a_killed_process_gives_its_memory_back() {
 #[test]
 fn processes_race_for_the_cap() {
     // 6 processes each try to take 600 of a 1000 cap, many times: at most one holds it at once.
-    let (_d, s) = tmp_store();
-    ledger::reset_env(&s, 1, 5);
+    let (_d, store) = tmp_store();
+    let s = own(&store);
+    ledger::reset_env(&s, 1, 5).unwrap();
     let mut kids = Vec::new();
     for _ in 0..6 {
         let pid = unsafe { libc::fork() };
         if pid == 0 {
             let code = std::panic::catch_unwind(|| {
-                let s = Store::open_at(s.path(), false).unwrap();
+                let s = own(&Store::open_at(store.path(), false).unwrap());
                 let h = ProcHandle::claim(&s, 1, 5).unwrap();
                 for _ in 0..2000 {
                     if h.reserve(&s, 2, 600, 1000) == Reserve::Ok {

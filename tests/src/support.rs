@@ -243,7 +243,7 @@ impl Sandbox {
     }
 
     pub fn state_path(&self) -> PathBuf {
-        self.tmpdir.join("state.v1")
+        self.tmpdir.join("state.v2")
     }
 
     /// A command with the sandbox's environment and nothing inherited that could leak genv

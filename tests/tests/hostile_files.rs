@@ -258,7 +258,7 @@ fn state_directory_checks() {
     );
     let line = try_dir(&mut sb, &theirs).fails_with("is not safe for genv");
     assert!(line.contains(theirs.to_str().unwrap()), "{line}");
-    assert!(!theirs.join("state.v1").exists());
+    assert!(!theirs.join("state.v2").exists());
     std::fs::set_permissions(&theirs, std::fs::Permissions::from_mode(0o755)).unwrap();
     try_dir(&mut sb, &theirs).fails_with("is not safe for genv");
 
@@ -293,7 +293,7 @@ fn state_directory_checks() {
         ),
     );
     try_dir(&mut sb, &private.join("via-link")).ok();
-    assert!(private.join("real/state.v1").is_file());
+    assert!(private.join("real/state.v2").is_file());
     let e = env_as(&sb, &w.victim, &["--gpus", "1"]);
     assert_eq!(sb_envs_as(&sb, &w.victim)[0]["eid"], e.eid.as_str());
 

@@ -252,7 +252,7 @@ fn unreadable_state_exposes_no_gpu_with_one_line() {
     // A state file that is garbage.
     let bad = sb.root.join("bad");
     std::fs::create_dir_all(&bad).unwrap();
-    std::fs::write(bad.join("state.v1"), b"not a state file").unwrap();
+    std::fs::write(bad.join("state.v2"), b"not a state file").unwrap();
     let o = run(
         &sb,
         Some("s1"),

@@ -28,7 +28,7 @@ fn missing_state_file_is_created() {
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
-    assert_eq!(names, vec!["state.v1".to_string()]);
+    assert_eq!(names, vec!["state.v2".to_string()]);
     // Removed while in use: the next command starts afresh.
     let env = sb.env(&[]);
     std::fs::remove_file(sb.state_path()).unwrap();

@@ -6,7 +6,7 @@
 //! own live `sleep` process (pid and start time), as 1000 shells would, so that genv really looks
 //! up 1000 processes; `--one-pid` makes them all name this process instead.
 
-use genv_state::layout::{put_str, PidRec, MAX_ENVS};
+use genv_state::layout::{put_str, EnvRec, PidRec, MAX_ENVS};
 use genv_state::{ledger, ops, procfs, Store};
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
@@ -101,8 +101,7 @@ fn register(store: &Store, pids: &[u32]) -> Result<(), genv_state::Error> {
         for (k, &i) in free.iter().take(n).enumerate() {
             t.next_serial = t.next_serial.max(1) + 1;
             let e = &mut t.envs[i];
-            // SAFETY: EnvRec is plain data; all-zero is an empty record.
-            *e = unsafe { std::mem::zeroed() };
+            *e = EnvRec::empty();
             e.serial = t.next_serial;
             put_str(&mut e.eid, &format!("bench-{k}"));
             put_str(&mut e.name, &format!("bench env {k}"));
@@ -121,8 +120,9 @@ fn register(store: &Store, pids: &[u32]) -> Result<(), genv_state::Error> {
         }
         Ok(slots)
     })?;
+    let own = store.ledger(caller.uid, true, ledger::Create::Own)?;
     for (i, serial) in slots {
-        ledger::reset_env(store, i, serial);
+        ledger::reset_env(&own, i, serial)?;
     }
     Ok(())
 }
