@@ -373,17 +373,25 @@ fn open_store() -> Result<&'static Store, genv_state::Error> {
 
 fn build(store: &'static Store, eid: String) -> View {
     let snap = store.snapshot();
-    let Some((slot, e)) = snap.env_by_eid(&eid) else {
+    // Identifiers are per user: another user's environment of this name is not this process's
+    // (it could otherwise spend that environment's capacity).
+    let me = my_uid();
+    let Some((slot, e)) = snap.env_for(me, &eid) else {
+        let why = match snap.foreign_env(me, &eid) {
+            Some((_, e)) => format!(
+                "environment {eid} belongs to {}({}), not to this process's user ({me})",
+                e.username(),
+                e.uid
+            ),
+            None => format!(
+                "environment {eid} does not exist in {} (it ended, or GENV_TMPDIR differs)",
+                store.path().display()
+            ),
+        };
         return View {
             store: Some(store),
             checked: AtomicU64::new(snap.generation),
-            ..broken(
-                eid.clone(),
-                format_args!(
-                    "environment {eid} does not exist in {} (it ended, or GENV_TMPDIR differs)",
-                    store.path().display()
-                ),
-            )
+            ..broken(eid.clone(), format_args!("{why}"))
         };
     };
     let devices = e
@@ -440,6 +448,12 @@ fn ledger_of(store: &'static Store, uid: u32) -> Option<&'static LedgerFile> {
     LEDGER.store(p, Ordering::Release);
     // SAFETY: just published; leaked from now on.
     Some(unsafe { &*p })
+}
+
+/// This process's real uid (the one the CLI records as an environment's owner).
+fn my_uid() -> u32 {
+    // SAFETY: getuid has no preconditions and cannot fail.
+    unsafe { libc::getuid() }
 }
 
 /// The ledger opened last (see `ledger_of`).

@@ -344,7 +344,32 @@ impl Tables {
             .enumerate()
             .filter(|(_, e)| e.is_used())
     }
+    /// Any environment of identifier `eid` (identifiers are per user: several users may have
+    /// one each; see [`Tables::env_for`]).
     pub fn env_by_eid(&self, eid: &str) -> Option<(usize, &EnvRec)> {
         self.envs().find(|(_, e)| e.eid() == eid)
+    }
+
+    /// Environment `eid` as user `uid` names it. Identifiers are per user, so that nobody can
+    /// take another user's future identifier (a shell's pid, `exec-<pid>`) or reach another
+    /// user's environment by its name: the user's own; for root (who may act on anyone's),
+    /// else the one environment of that identifier, if there is exactly one.
+    pub fn env_for(&self, uid: u32, eid: &str) -> Option<(usize, &EnvRec)> {
+        if let Some(found) = self.envs().find(|(_, e)| e.uid == uid && e.eid() == eid) {
+            return Some(found);
+        }
+        if uid != 0 {
+            return None;
+        }
+        let mut them = self.envs().filter(|(_, e)| e.eid() == eid);
+        match (them.next(), them.next()) {
+            (Some(one), None) => Some(one),
+            _ => None,
+        }
+    }
+
+    /// An environment `eid` of a user other than `uid` (to say whose it is when `uid` has none).
+    pub fn foreign_env(&self, uid: u32, eid: &str) -> Option<(usize, &EnvRec)> {
+        self.envs().find(|(_, e)| e.uid != uid && e.eid() == eid)
     }
 }

@@ -180,17 +180,26 @@ impl Genv {
         })
     }
 
-    fn check_owner(e: &EnvRec, caller: &Caller) -> Result<(), Error> {
-        if e.uid != caller.uid && caller.uid != 0 {
-            return Err(Error::Permission(format!(
-                "environment {} belongs to {}({}); you ({}) cannot change it",
-                e.eid(),
-                e.username(),
-                e.uid,
-                caller.username
-            )));
+    fn not_yours(e: &EnvRec, caller: &Caller) -> Error {
+        Error::Permission(format!(
+            "environment {} belongs to {}({}); you ({}) cannot change it",
+            e.eid(),
+            e.username(),
+            e.uid,
+            caller.username
+        ))
+    }
+
+    /// The caller's environment `eid` (see `Tables::env_for`); when only another user has one
+    /// of that identifier, the error says whose it is.
+    fn find(t: &Tables, caller: &Caller, eid: &str) -> Result<Option<usize>, Error> {
+        if let Some((i, _)) = t.env_for(caller.uid, eid) {
+            return Ok(Some(i));
         }
-        Ok(())
+        match t.foreign_env(caller.uid, eid) {
+            Some((_, e)) => Err(Self::not_yours(e, caller)),
+            None => Ok(None),
+        }
     }
 
     /// Creates environment `eid` for process `pid` (or adds `pid` to it when it exists and is
@@ -216,7 +225,7 @@ impl Genv {
                 placement::apply_devices(t, gpus);
             }
             // A dead environment of the same identifier (a reused shell pid) is not joined.
-            if let Some((i, e)) = t.env_by_eid(eid) {
+            if let Some((i, e)) = t.env_for(caller.uid, eid) {
                 if !live.alive(e) {
                     self.forget(t, i);
                 }
@@ -224,9 +233,10 @@ impl Genv {
             if !t.envs.iter().any(|e| !e.is_used()) {
                 self.reap_all(t, live);
             }
-            let slot = match t.env_by_eid(eid).map(|(i, _)| i) {
+            // Another user's environment of the same identifier is theirs: this one is made
+            // beside it (identifiers are per user).
+            let slot = match t.env_for(caller.uid, eid).map(|(i, _)| i) {
                 Some(i) => {
-                    Self::check_owner(&t.envs[i], caller)?;
                     let e = &mut t.envs[i];
                     if !e
                         .pids()
@@ -296,10 +306,9 @@ impl Genv {
     /// no shim process of it is left.
     pub fn deactivate(&self, caller: &Caller, eid: &str, pid: u32) -> Result<(), Error> {
         self.write(|t, live| {
-            let Some((i, _)) = t.env_by_eid(eid) else {
+            let Some(i) = Self::find(t, caller, eid)? else {
                 return Ok(());
             };
-            Self::check_owner(&t.envs[i], caller)?;
             let e = &mut t.envs[i];
             e.retain_pids(|p| p.pid != pid && procfs::alive(p.pid, p.start_time));
             // The deactivating process itself (an SDK user runs under the shim) does not keep
@@ -314,8 +323,7 @@ impl Genv {
     /// Ends environment `eid` now, whatever still runs in it (`genv exec` when its command ends).
     pub fn remove(&self, caller: &Caller, eid: &str) -> Result<(), Error> {
         self.write(|t, _| {
-            if let Some((i, _)) = t.env_by_eid(eid) {
-                Self::check_owner(&t.envs[i], caller)?;
+            if let Some(i) = Self::find(t, caller, eid)? {
                 self.forget(t, i);
             }
             Ok(())
@@ -329,11 +337,9 @@ impl Genv {
         f: impl FnOnce(&mut Tables, usize) -> Result<T, Error>,
     ) -> Result<T, Error> {
         self.write(|t, live| {
-            let (i, e) = t
-                .env_by_eid(eid)
-                .filter(|(_, e)| live.alive(e))
+            let i = Self::find(t, caller, eid)?
+                .filter(|&i| live.alive(&t.envs[i]))
                 .ok_or(Error::NotActive)?;
-            Self::check_owner(e, caller)?;
             f(t, i)
         })
     }
@@ -441,7 +447,11 @@ impl Genv {
     /// Environment `eid`, if it exists and is alive.
     pub fn env(&self, eid: &str) -> Option<EnvInfo> {
         let (snap, live, ledgers) = self.live_snapshot();
-        let (i, e) = snap.env_by_eid(eid)?;
+        // Reading another user's environment is fine: the caller's own first.
+        let me = procfs::current_uid();
+        let (i, e) = snap
+            .env_for(me, eid)
+            .or_else(|| snap.foreign_env(me, eid))?;
         live.alive(e)
             .then(|| self.info(&snap, i, Some(&live), &ledgers))
     }

@@ -78,9 +78,10 @@ fn two_users_share_the_state_but_not_their_environments() {
             assert_eq!(out.stdout, "", "{args:?}");
             assert!(before == sb.tables_bytes(), "{args:?} changed the state");
         }
-        // Nor join it under its id.
-        let before = sb.tables_bytes();
-        let out = genv_as(
+        // Nor join it under its id: identifiers are per user, so the same id makes an
+        // environment of one's own beside theirs, and theirs stays exactly as it was.
+        let theirs_before = sb.env_json(&theirs.eid).unwrap();
+        genv_as(
             &sb,
             me,
             None,
@@ -93,9 +94,32 @@ fn two_users_share_the_state_but_not_their_environments() {
                 "--shell-pid",
                 &mine_pid,
             ],
+        )
+        .ok();
+        let same_id: Vec<serde_json::Value> = sb
+            .envs_json()
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["eid"] == theirs.eid.as_str())
+            .cloned()
+            .collect();
+        assert_eq!(same_id.len(), 2, "{same_id:?}");
+        assert!(
+            same_id.contains(&theirs_before),
+            "theirs changed: {same_id:?}"
         );
-        out.fails_with("belongs to");
-        assert!(before == sb.tables_bytes());
+        assert!(same_id.iter().any(|e| e["uid"] == me.uid));
+        // Its own environment of that id is what the user's commands now reach; ending it
+        // leaves theirs alone.
+        genv_as(
+            &sb,
+            me,
+            Some(&theirs.eid),
+            &["deactivate", "--shell", "bash", "--shell-pid", &mine_pid],
+        )
+        .ok();
+        assert_eq!(sb.env_json(&theirs.eid).unwrap(), theirs_before);
         // Looking is fine.
         assert!(genv_as(&sb, me, Some(&theirs.eid), &["status"])
             .ok()
