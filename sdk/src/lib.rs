@@ -109,6 +109,10 @@ impl Text {
 /// the environment's view (renumbered, capped), which must never become the state's device
 /// list, so the list last written to the state is used there (NVML only when there is none).
 fn machine_gpus(genv: &Genv, nvml: bool) -> Result<Vec<Gpu>, Error> {
+    // System mode: the service reads the machine itself.
+    if !genv.needs_gpus() {
+        return Ok(Vec::new());
+    }
     if !nvml {
         let known: Vec<Gpu> = genv
             .devices()
@@ -255,7 +259,10 @@ fn envs(py: Python<'_>) -> PyResult<Vec<Bound<'_, PyDict>>> {
 #[pyo3(signature = (nvml=true))]
 fn devices_list(py: Python<'_>, nvml: bool) -> PyResult<Vec<Bound<'_, PyDict>>> {
     let genv = open()?;
-    if nvml {
+    if !genv.needs_gpus() {
+        py.allow_threads(|| genv.refresh_devices(&[]))
+            .map_err(err)?;
+    } else if nvml {
         if let Ok(gpus) = py.allow_threads(devices::read_gpus) {
             genv.refresh_devices(&gpus).map_err(err)?;
         }

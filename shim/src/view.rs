@@ -432,8 +432,8 @@ fn ledger_of(store: &'static Store, uid: u32) -> Option<&'static LedgerFile> {
         }
     }
     let lf = store
-        .ledger(uid, true, ledger::Create::No)
-        .or_else(|_| store.ledger(uid, false, ledger::Create::No));
+        .ledger(uid, ledger::Access::Map, ledger::Create::No)
+        .or_else(|_| store.ledger(uid, ledger::Access::Read, ledger::Create::No));
     let lf = match lf {
         Ok(l) => l,
         Err(e) => {

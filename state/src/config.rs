@@ -7,7 +7,9 @@ use crate::Error;
 use serde::{Deserialize, Serialize};
 
 /// An environment's configuration, as the user wrote it.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+/// On the wire (the service) and in `.genv/config.json` alike, read through the input rules.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "Saved")]
 pub struct Config {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub name: Option<Name>,

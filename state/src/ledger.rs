@@ -26,6 +26,17 @@ use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
+/// How a ledger is opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Mapped, for the atomics: by processes that may write it and whose own it is to shrink.
+    Map,
+    /// Written with `pwrite`, never mapped: the service, in files users own.
+    Write,
+    /// Read with `pread`.
+    Read,
+}
+
 /// How a missing ledger is made.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Create {
@@ -65,9 +76,10 @@ pub fn file_name(uid: u32) -> String {
 }
 
 impl LedgerFile {
-    /// Opens `uid`'s ledger in the ledger directory `dir`, mapped for writing when `write` (the
-    /// file must then be writable by this process), creating it as `create` says when missing.
-    pub fn open(dir: &Dir, uid: u32, write: bool, create: Create) -> Result<LedgerFile, Error> {
+    /// Opens `uid`'s ledger in the ledger directory `dir` for `access`, creating it as `create`
+    /// says when missing.
+    pub fn open(dir: &Dir, uid: u32, access: Access, create: Create) -> Result<LedgerFile, Error> {
+        let write = access != Access::Read;
         let name = file_name(uid);
         let path = dir.path().join(&name);
         let mut made = false;
@@ -140,7 +152,7 @@ impl LedgerFile {
                 path.display()
             )));
         }
-        let map = if write {
+        let map = if access == Access::Map {
             let mut opts = memmap2::MmapOptions::new();
             opts.offset(LEDGER_HEADER_SIZE as u64).len(LEDGER_SIZE);
             Some(opts.map_raw(&file).map_err(|e| io_err(&path, "map", e))?)

@@ -46,20 +46,87 @@ const LOCK_FILE_MODE: u32 = 0o644;
 /// Held devices; dropping it (or the holder dying) releases them.
 #[derive(Debug)]
 pub struct DeviceLock {
-    /// (NVML index, our LOCK_SH file), ascending by index.
+    /// (NVML index, our LOCK_SH file), ascending by index (the shared mode).
     held: Vec<(u32, File)>,
+    /// System mode: the service holds the devices (ascending NVML indices) for as long as this
+    /// connection is open.
+    service: Option<(Vec<u32>, std::os::unix::net::UnixStream)>,
 }
 
 impl DeviceLock {
     /// The NVML indices held, ascending.
     pub fn devices(&self) -> Vec<u32> {
-        self.held.iter().map(|(i, _)| *i).collect()
+        match &self.service {
+            Some((ix, _)) => ix.clone(),
+            None => self.held.iter().map(|(i, _)| *i).collect(),
+        }
     }
 
     /// A lock of nothing (outside an environment, or no devices attached).
     pub fn none() -> DeviceLock {
-        DeviceLock { held: Vec::new() }
+        DeviceLock {
+            held: Vec::new(),
+            service: None,
+        }
     }
+}
+
+/// How often a wait for the service's lock looks whether it was interrupted (Ctrl-C).
+const WAIT_POLL: std::time::Duration = std::time::Duration::from_millis(200);
+
+/// System mode: asks the service at `socket` for environment `eid`'s devices and waits for them,
+/// asking `interrupted` every so often; the connection is the lock.
+fn lock_with_service(
+    socket: &Path,
+    eid: &str,
+    interrupted: &mut dyn FnMut() -> Result<(), Error>,
+) -> Result<DeviceLock, Error> {
+    use crate::system::{client, proto::Request, wire};
+    use std::io::Read;
+    let mut s = client::connect(socket)?;
+    wire::send(&mut s, &Request::Lock { eid: eid.into() })
+        .map_err(|e| Error::State(format!("cannot talk to the genv service: {e}")))?;
+    let _ = s.set_read_timeout(Some(WAIT_POLL));
+    let mut line = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !line.ends_with(b"\n") {
+        match s.read(&mut buf) {
+            Ok(0) => {
+                return Err(Error::State(
+                    "the genv service closed the connection while we waited for the lock".into(),
+                ))
+            }
+            Ok(n) => line.extend_from_slice(&buf[..n]),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock
+                        | std::io::ErrorKind::TimedOut
+                        | std::io::ErrorKind::Interrupted
+                ) =>
+            {
+                interrupted()?
+            }
+            Err(e) => {
+                return Err(Error::State(format!(
+                    "cannot talk to the genv service: {e}"
+                )))
+            }
+        }
+        if line.len() > wire::MAX_LINE {
+            return Err(Error::State("the genv service answered too much".into()));
+        }
+    }
+    let reply: wire::Reply = serde_json::from_slice(&line).map_err(|e| {
+        Error::State(format!(
+            "the genv service answered what this genv cannot read: {e}"
+        ))
+    })?;
+    let indices: Vec<u32> = reply.into_result()?;
+    Ok(DeviceLock {
+        held: Vec::new(),
+        service: Some((indices, s)),
+    })
 }
 
 fn io_err(path: &Path, what: &str, e: std::io::Error) -> Error {
@@ -238,7 +305,10 @@ fn acquire_in(
         let f = acquire_one(&dir, &uuid, eid, interrupted)?;
         held.push((index, f));
     }
-    Ok(DeviceLock { held })
+    Ok(DeviceLock {
+        held,
+        service: None,
+    })
 }
 
 /// Locks the devices attached to environment `eid` as the state lists them now. Nothing is
@@ -248,6 +318,10 @@ pub fn lock_env(
     eid: &str,
     interrupted: &mut dyn FnMut() -> Result<(), Error>,
 ) -> Result<DeviceLock, Error> {
+    // In system mode no lock file exists that another user could hold: the service keeps them.
+    if let Some(socket) = genv.socket() {
+        return lock_with_service(socket, eid, interrupted);
+    }
     let Some(env) = genv.env(eid) else {
         return Ok(DeviceLock::none());
     };

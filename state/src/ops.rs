@@ -3,15 +3,21 @@
 
 use crate::config::Config;
 use crate::devices::Gpu;
-use crate::input::EnvId;
+use crate::input::{EnvId, Input};
 use crate::layout::*;
-use crate::ledger::{self, LedgerFile};
+use crate::ledger::{self, Access, LedgerFile};
 use crate::liveness::Liveness;
+use crate::mode::{Limits, Mode};
 use crate::placement::{self, AttachOutcome};
 use crate::procfs;
 use crate::store::{Snapshot, Store};
+use crate::system::client;
+use crate::system::proto::Request;
+use crate::system::server::Peer;
+use crate::system::wire::Reply;
 use crate::Error;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
 
 // Named here too: callers outside the crate (tests, benchmarks) know it as `ops::now_ms`.
 pub use crate::layout::now_ms;
@@ -34,7 +40,7 @@ impl Caller {
 }
 
 /// A device attachment as listed by `genv devices`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct AttachmentInfo {
     pub eid: String,
     pub env_name: Option<String>,
@@ -42,7 +48,7 @@ pub struct AttachmentInfo {
     pub over_subscribed: bool,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct DeviceInfo {
     pub index: u32,
     pub uuid: String,
@@ -51,7 +57,7 @@ pub struct DeviceInfo {
     pub attachments: Vec<AttachmentInfo>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct EnvInfo {
     pub eid: String,
     pub uid: u32,
@@ -73,26 +79,343 @@ pub struct EnvInfo {
     pub serial: u64,
 }
 
-/// The genv state of this machine.
+/// The genv state of this machine, as the CLI and the SDK use it: the state file itself (the
+/// shared mode, and the service in system mode), or the service over its socket (the CLI and
+/// the SDK in system mode). Every operation is one code path: the service runs the very same
+/// operations, for the caller the kernel names (see `system::service`).
 pub struct Genv {
+    backend: Backend,
+}
+
+enum Backend {
+    Local(Local),
+    Remote { socket: PathBuf },
+}
+
+/// The rules only the service applies, for callers it cannot trust.
+#[derive(Debug, Clone)]
+pub struct ServiceRules {
+    pub limits: Limits,
+}
+
+/// The operations on the state file.
+struct Local {
     store: Store,
+    service: Option<ServiceRules>,
 }
 
 impl Genv {
+    /// The state of the mode in force (see mode.rs).
     pub fn open() -> Result<Genv, Error> {
-        Ok(Genv {
-            store: Store::open()?,
-        })
+        let backend = match Mode::current()? {
+            Mode::System { socket, .. } => Backend::Remote {
+                socket: socket.clone(),
+            },
+            Mode::Shared { .. } => Backend::Local(Local {
+                store: Store::open()?,
+                service: None,
+            }),
+        };
+        Ok(Genv { backend })
     }
 
+    /// The state of `store`, written by this process (the shared mode's way).
     pub fn with_store(store: Store) -> Genv {
-        Genv { store }
+        Genv {
+            backend: Backend::Local(Local {
+                store,
+                service: None,
+            }),
+        }
     }
 
-    pub fn store(&self) -> &Store {
-        &self.store
+    /// The service's state: `store` written for callers it checks by `rules`.
+    pub fn service(store: Store, rules: ServiceRules) -> Genv {
+        Genv {
+            backend: Backend::Local(Local {
+                store,
+                service: Some(rules),
+            }),
+        }
     }
 
+    /// The state file, when this process uses it directly.
+    pub fn store(&self) -> Option<&Store> {
+        match &self.backend {
+            Backend::Local(l) => Some(&l.store),
+            Backend::Remote { .. } => None,
+        }
+    }
+
+    /// Whether the operations need the machine's GPUs from the caller (the service reads them
+    /// itself: a caller could send any list).
+    pub fn needs_gpus(&self) -> bool {
+        matches!(&self.backend, Backend::Local(_))
+    }
+
+    /// The machine's GPUs for the operations that take them: read from NVML here, or nothing
+    /// where the service reads them itself.
+    pub fn machine_gpus(&self) -> Result<Vec<Gpu>, Error> {
+        if self.needs_gpus() {
+            crate::devices::read_gpus()
+        } else {
+            Ok(Vec::new())
+        }
+    }
+
+    fn call<T: for<'de> serde::Deserialize<'de>>(socket: &Path, r: Request) -> Result<T, Error> {
+        client::call(socket, &r)
+    }
+
+    /// Replaces the device list with what NVML reports; attachments to a device that is gone
+    /// (or whose index now holds another GPU) are dropped.
+    pub fn refresh_devices(&self, gpus: &[Gpu]) -> Result<(), Error> {
+        match &self.backend {
+            Backend::Local(l) => l.refresh_devices(gpus),
+            Backend::Remote { socket } => Self::call(socket, Request::RefreshDevices),
+        }
+    }
+
+    /// Creates environment `eid` for process `pid` (or adds `pid` to it when it exists and is
+    /// the caller's), applies `config`, and attaches when `attach` and a device count is set.
+    /// All or nothing: if the attach fails, no environment is left behind.
+    pub fn activate(
+        &self,
+        caller: &Caller,
+        eid: &EnvId,
+        pid: u32,
+        config: &Config,
+        attach: Option<(&[Gpu], bool)>,
+    ) -> Result<EnvInfo, Error> {
+        match &self.backend {
+            Backend::Local(l) => l.activate(caller, eid, pid, config, attach),
+            Backend::Remote { socket } => Self::call(
+                socket,
+                Request::Activate {
+                    eid: eid.to_string(),
+                    pid,
+                    config: config.clone(),
+                    attach: attach.map(|a| a.1),
+                },
+            ),
+        }
+    }
+
+    /// Removes `pid` from environment `eid`; the environment ends when no activating process and
+    /// no shim process of it is left.
+    pub fn deactivate(&self, caller: &Caller, eid: &str, pid: u32) -> Result<(), Error> {
+        match &self.backend {
+            Backend::Local(l) => l.deactivate(caller, eid, pid),
+            Backend::Remote { socket } => Self::call(
+                socket,
+                Request::Deactivate {
+                    eid: eid.into(),
+                    pid,
+                },
+            ),
+        }
+    }
+
+    /// Ends environment `eid` now, whatever still runs in it (`genv exec` when its command ends).
+    pub fn remove(&self, caller: &Caller, eid: &str) -> Result<(), Error> {
+        match &self.backend {
+            Backend::Local(l) => l.remove(caller, eid),
+            Backend::Remote { socket } => Self::call(socket, Request::Remove { eid: eid.into() }),
+        }
+    }
+
+    /// Replaces the configuration of `eid` with `config`.
+    pub fn set_config(&self, caller: &Caller, eid: &str, config: &Config) -> Result<(), Error> {
+        match &self.backend {
+            Backend::Local(l) => l.set_config(caller, eid, config),
+            Backend::Remote { socket } => Self::call(
+                socket,
+                Request::SetConfig {
+                    eid: eid.into(),
+                    config: config.clone(),
+                },
+            ),
+        }
+    }
+
+    /// Attaches per the configured device count (or the one device `index`). The device list is
+    /// refreshed from `gpus` in the same transaction, so placement sees the machine as it is.
+    pub fn attach(
+        &self,
+        caller: &Caller,
+        eid: &str,
+        gpus: &[Gpu],
+        index: Option<u32>,
+        over_subscribe: bool,
+    ) -> Result<AttachOutcome, Error> {
+        match &self.backend {
+            Backend::Local(l) => l.attach(caller, eid, gpus, index, over_subscribe),
+            Backend::Remote { socket } => Self::call(
+                socket,
+                Request::Attach {
+                    eid: eid.into(),
+                    index,
+                    over_subscribe,
+                },
+            ),
+        }
+    }
+
+    /// Detaches from every device, or from device `index` only.
+    pub fn detach(&self, caller: &Caller, eid: &str, index: Option<u32>) -> Result<(), Error> {
+        match &self.backend {
+            Backend::Local(l) => l.detach(caller, eid, index),
+            Backend::Remote { socket } => Self::call(
+                socket,
+                Request::Detach {
+                    eid: eid.into(),
+                    index,
+                },
+            ),
+        }
+    }
+
+    /// Environment `eid` (the caller's own, else another user's of that identifier), if it
+    /// exists and is alive. A service that cannot be reached answers None (and says why once
+    /// on stderr: the question has no error to carry it).
+    pub fn env(&self, eid: &str) -> Option<EnvInfo> {
+        match &self.backend {
+            Backend::Local(l) => l.env(procfs::current_uid(), eid),
+            Backend::Remote { socket } => {
+                Self::call(socket, Request::Env { eid: eid.into() }).unwrap_or_else(report)
+            }
+        }
+    }
+
+    /// Every live environment, oldest first.
+    pub fn envs(&self) -> Vec<EnvInfo> {
+        match &self.backend {
+            Backend::Local(l) => l.envs(),
+            Backend::Remote { socket } => Self::call(socket, Request::Envs).unwrap_or_else(report),
+        }
+    }
+
+    /// Every device with the live environments attached to it.
+    pub fn devices(&self) -> Vec<DeviceInfo> {
+        match &self.backend {
+            Backend::Local(l) => l.devices(),
+            Backend::Remote { socket } => {
+                Self::call(socket, Request::Devices).unwrap_or_else(report)
+            }
+        }
+    }
+
+    /// The socket of the service, in system mode.
+    pub fn socket(&self) -> Option<&Path> {
+        match &self.backend {
+            Backend::Remote { socket } => Some(socket),
+            Backend::Local(_) => None,
+        }
+    }
+
+    /// Runs one request of `peer` (the service).
+    pub(crate) fn serve(
+        &self,
+        peer: &Peer,
+        gpus: &dyn Fn() -> Result<Vec<Gpu>, Error>,
+        r: Request,
+    ) -> Reply {
+        let Backend::Local(l) = &self.backend else {
+            return Reply::from_result::<()>(Err(Error::State("not the service".into())));
+        };
+        let caller = Caller {
+            uid: peer.uid,
+            username: procfs::user_name(peer.uid),
+        };
+        match r {
+            Request::Activate {
+                eid,
+                pid,
+                config,
+                attach,
+            } => Reply::from_result((|| {
+                let eid = EnvId::parse(&eid)?;
+                let list = match attach {
+                    Some(_) => gpus()?,
+                    None => Vec::new(),
+                };
+                l.activate(
+                    &caller,
+                    &eid,
+                    pid,
+                    &config,
+                    attach.map(|o| (list.as_slice(), o)),
+                )
+            })()),
+            Request::Deactivate { eid, pid } => {
+                Reply::from_result(l.deactivate(&caller, &eid, pid))
+            }
+            Request::Remove { eid } => Reply::from_result(l.remove(&caller, &eid)),
+            Request::SetConfig { eid, config } => {
+                Reply::from_result(l.set_config(&caller, &eid, &config))
+            }
+            Request::Attach {
+                eid,
+                index,
+                over_subscribe,
+            } => Reply::from_result(
+                gpus().and_then(|g| l.attach(&caller, &eid, &g, index, over_subscribe)),
+            ),
+            Request::Detach { eid, index } => Reply::from_result(l.detach(&caller, &eid, index)),
+            Request::Env { eid } => Reply::from_result(Ok(l.env(caller.uid, &eid))),
+            Request::Envs => Reply::from_result(Ok(l.envs())),
+            Request::Devices => Reply::from_result(Ok(l.devices())),
+            Request::RefreshDevices => {
+                Reply::from_result(gpus().and_then(|g| l.refresh_devices(&g)))
+            }
+            Request::Lock { .. } | Request::Hello => {
+                Reply::from_result::<()>(Err(Error::State("answered by the connection".into())))
+            }
+        }
+    }
+
+    /// The key of environment `eid` of `peer` (its owner and identifier) and the devices
+    /// (NVML index, UUID) it may lock, for the service.
+    #[allow(clippy::type_complexity)]
+    pub(crate) fn lockable(
+        &self,
+        peer: &Peer,
+        eid: &str,
+    ) -> Result<(String, Vec<(u32, String)>), Error> {
+        let Backend::Local(l) = &self.backend else {
+            return Err(Error::State("not the service".into()));
+        };
+        let caller = Caller {
+            uid: peer.uid,
+            username: procfs::user_name(peer.uid),
+        };
+        let snap = l.store.snapshot();
+        let Some(i) = Local::find(&snap, &caller, eid)? else {
+            return Ok((String::new(), Vec::new()));
+        };
+        let e = &snap.envs[i];
+        let key = format!("{}/{}", e.uid, e.eid());
+        let devices = e
+            .attached()
+            .iter()
+            .filter_map(|a| {
+                snap.devices()
+                    .iter()
+                    .find(|d| d.index == a.device)
+                    .map(|d| (a.device, d.uuid()))
+            })
+            .collect();
+        Ok((key, devices))
+    }
+}
+
+/// A read whose service could not be reached: nothing to show, and one line saying why.
+fn report<T: Default>(e: Error) -> T {
+    eprintln!("genv: {}", crate::text::printable(&e.to_string()));
+    T::default()
+}
+
+impl Local {
     /// Every user's ledger, each mapped when this process may write it (its own; all of them
     /// for root), read through `pread` otherwise. Dead processes' memory is given back in those
     /// it maps.
@@ -106,9 +429,15 @@ impl Genv {
             let Some(uid) = name.to_str().and_then(|n| n.parse::<u32>().ok()) else {
                 continue;
             };
-            let write = self.store.writable() && (uid == me || me == 0);
-            let lf = LedgerFile::open(&dir, uid, write, ledger::Create::No)
-                .or_else(|_| LedgerFile::open(&dir, uid, false, ledger::Create::No));
+            // The service never maps a file a user may shrink under it: it reads them all.
+            let access =
+                if self.service.is_none() && self.store.writable() && (uid == me || me == 0) {
+                    Access::Map
+                } else {
+                    Access::Read
+                };
+            let lf = LedgerFile::open(&dir, uid, access, ledger::Create::No)
+                .or_else(|_| LedgerFile::open(&dir, uid, Access::Read, ledger::Create::No));
             if let Ok(lf) = lf {
                 ledger::reap_dead(&lf, None);
                 out.push(lf);
@@ -167,9 +496,7 @@ impl Genv {
         (self.store.snapshot(), live, ledgers)
     }
 
-    /// Replaces the device list with what NVML reports; attachments to a device that is gone
-    /// (or whose index now holds another GPU) are dropped.
-    pub fn refresh_devices(&self, gpus: &[Gpu]) -> Result<(), Error> {
+    fn refresh_devices(&self, gpus: &[Gpu]) -> Result<(), Error> {
         let snap = self.store.snapshot();
         if placement::devices_match(&snap, gpus) {
             return Ok(());
@@ -216,10 +543,33 @@ impl Genv {
         let eid = eid.as_str();
         let start = procfs::start_time(pid)
             .ok_or_else(|| Error::Input(format!("process {pid} does not exist")))?;
+        // The service acts for callers it cannot trust: a process of theirs only (no pinning
+        // GPUs to pid 1 or to another user's shell).
+        if self.service.is_some() && caller.uid != 0 && procfs::uid_of(pid) != Some(caller.uid) {
+            return Err(Error::Permission(format!(
+                "process {pid} is not yours ({}): an environment lives as long as processes of \
+                 its owner",
+                caller.username
+            )));
+        }
         // The memory of the caller's environments is booked in the caller's own ledger (made
-        // only when the state may be changed at all).
+        // only when the state may be changed at all): by the caller in the shared mode, for
+        // them by the service (owned by them, private to them).
         self.store.check_writable()?;
-        let own = self.store.ledger(caller.uid, true, ledger::Create::Own)?;
+        let own = match &self.service {
+            None => self
+                .store
+                .ledger(caller.uid, Access::Map, ledger::Create::Own)?,
+            Some(_) => self.store.ledger(
+                caller.uid,
+                Access::Write,
+                ledger::Create::ForUser {
+                    uid: caller.uid,
+                    gid: procfs::user_gid(caller.uid),
+                },
+            )?,
+        };
+        let max_envs = self.service.as_ref().map(|r| r.limits.max_envs_per_user);
         let slot = self.write(|t, live| {
             if let Some(gpus) = attach.map(|a| a.0) {
                 placement::apply_devices(t, gpus);
@@ -264,6 +614,16 @@ impl Genv {
                     i
                 }
                 None => {
+                    if let Some(max) = max_envs.filter(|_| caller.uid != 0) {
+                        let mine = t.envs().filter(|(_, e)| e.uid == caller.uid).count();
+                        if mine >= max as usize {
+                            return Err(Error::Unavailable(format!(
+                                "you ({}) have {mine} environments, the most one user may have \
+                                 (max_envs_per_user in the genv configuration): end one first",
+                                caller.username
+                            )));
+                        }
+                    }
                     let i = t.envs.iter().position(|e| !e.is_used()).ok_or_else(|| {
                         Error::State(format!("no room for more than {MAX_ENVS} environments"))
                     })?;
@@ -444,11 +804,10 @@ impl Genv {
             .then(|| self.info(&snap, slot, None, &ledgers))
     }
 
-    /// Environment `eid`, if it exists and is alive.
-    pub fn env(&self, eid: &str) -> Option<EnvInfo> {
+    /// Environment `eid` as user `me` names it, if it exists and is alive.
+    fn env(&self, me: u32, eid: &str) -> Option<EnvInfo> {
         let (snap, live, ledgers) = self.live_snapshot();
         // Reading another user's environment is fine: the caller's own first.
-        let me = procfs::current_uid();
         let (i, e) = snap
             .env_for(me, eid)
             .or_else(|| snap.foreign_env(me, eid))?;

@@ -6,7 +6,7 @@ use crate::layout::{now_ms, put_str, AttachRec, Tables, MAX_DEVICES};
 use crate::Error;
 
 /// What `attach` did.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum AttachOutcome {
     /// Attached (indices in attach order).
     Attached(Vec<u32>),

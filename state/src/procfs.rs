@@ -37,8 +37,21 @@ pub fn alive(pid: u32, start: u64) -> bool {
 /// Room for one passwd entry's strings; an entry that does not fit shows as its uid.
 const PASSWD_BUF: usize = 4096;
 
-/// The login name of `uid`, or the uid as text when it has none.
-pub fn user_name(uid: u32) -> String {
+/// The real uid of process `pid` (`/proc/<pid>/status`), if it runs.
+pub fn uid_of(pid: u32) -> Option<u32> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    // "Uid:\t<real>\t<effective>\t<saved>\t<filesystem>"
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// (login name, primary gid) of `uid`, when it has a passwd entry.
+fn passwd(uid: u32) -> Option<(String, u32)> {
     let mut buf = vec![0u8; PASSWD_BUF];
     // SAFETY: passwd is plain data (integers and pointers) for which all-zero is valid.
     let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
@@ -55,12 +68,23 @@ pub fn user_name(uid: u32) -> String {
     };
     if r == 0 && !out.is_null() && !pwd.pw_name.is_null() {
         // SAFETY: on success pw_name points at a NUL-terminated string inside `buf`, alive here.
-        unsafe { std::ffi::CStr::from_ptr(pwd.pw_name) }
+        let name = unsafe { std::ffi::CStr::from_ptr(pwd.pw_name) }
             .to_string_lossy()
-            .into_owned()
+            .into_owned();
+        Some((name, pwd.pw_gid))
     } else {
-        uid.to_string()
+        None
     }
+}
+
+/// The login name of `uid`, or the uid as text when it has none.
+pub fn user_name(uid: u32) -> String {
+    passwd(uid).map_or_else(|| uid.to_string(), |p| p.0)
+}
+
+/// The primary group of `uid` (its own number when it has no passwd entry).
+pub fn user_gid(uid: u32) -> u32 {
+    passwd(uid).map_or(uid, |p| p.1)
 }
 
 pub fn current_uid() -> u32 {
@@ -69,6 +93,15 @@ pub fn current_uid() -> u32 {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn uid_of_self() {
+        assert_eq!(
+            super::uid_of(std::process::id()),
+            Some(super::current_uid())
+        );
+        assert_eq!(super::uid_of(u32::MAX), None);
+    }
+
     #[test]
     fn self_is_alive() {
         let me = std::process::id();

@@ -38,6 +38,9 @@ pub struct Store {
     /// Processes that still use an earlier state file of this directory (found at open by the
     /// CLI and the SDK): while there are any, transactions refuse (see `open_at`).
     stale_users: usize,
+    /// The service's store (system mode): writers are its own threads, serialised by this lock
+    /// rather than by `flock` on a file every user can open (and so hold locked).
+    service: Option<std::sync::Mutex<()>>,
 }
 
 /// A heap copy of the tables (they are megabytes: never on the stack).
@@ -144,6 +147,11 @@ fn lock_holders(dir: &Dir) -> Vec<u64> {
         .collect()
 }
 
+/// The shared mode's state file: every user writes it (see ARCHITECTURE.md, "Hostile files").
+const SHARED_FILE_MODE: u32 = 0o666;
+/// System mode's: root (the service) writes, everyone reads.
+const SERVICE_FILE_MODE: u32 = 0o644;
+
 fn processes(n: usize) -> String {
     if n == 1 {
         "1 process".into()
@@ -201,6 +209,19 @@ impl Store {
     /// still use is noticed: no new file is made, and transactions refuse (see
     /// `stale_users`), so that nothing hands out GPUs those processes hold.
     pub fn open_at(path: &Path, create: bool) -> Result<Store, Error> {
+        Self::open_with(path, create, false)
+    }
+
+    /// The service's store (system mode, root): the directory must exist (`genv admin install`
+    /// made it, root's), a missing file is made readable by all and writable by root only, and
+    /// writers are serialised inside the service. Nobody but root can remove or replace the
+    /// file there, so the removal checks of the shared mode (which any user could trip) are
+    /// not made.
+    pub fn open_service(path: &Path) -> Result<Store, Error> {
+        Self::open_with(path, true, true)
+    }
+
+    fn open_with(path: &Path, create: bool, service: bool) -> Result<Store, Error> {
         let dir_path = match path.parent() {
             Some(p) if !p.as_os_str().is_empty() => p,
             _ => Path::new("."),
@@ -210,7 +231,7 @@ impl Store {
             .and_then(|n| n.to_str())
             .ok_or_else(|| Error::State(format!("{} does not name a state file", path.display())))?
             .to_string();
-        let dir = Dir::open(dir_path, create)?;
+        let dir = Dir::open(dir_path, create && !service)?;
         let way_out = format!(
             "remove it (rm {}) to start afresh; this forgets every environment on this machine",
             path.display()
@@ -226,17 +247,23 @@ impl Store {
                 Err(e) => e,
             };
             match e {
+                OpenError::Missing if service && !created => {
+                    Self::create(&dir, &name, path, SERVICE_FILE_MODE)?;
+                    created = true;
+                }
                 OpenError::Missing if create && !created => {
                     let holders = lock_holders(&dir);
                     if !holders.is_empty() && dir.entry_id(&name).is_none() {
                         return Err(Error::State(format!(
-                            "state file {} was removed while {} still use it: genv will not                              start a new one, which would hand out the GPUs they hold; let them                              end (they keep working; `lsof +L1` lists them), then retry",
+                            "state file {} was removed while {} still use it: genv will not \
+                             start a new one, which would hand out the GPUs they hold; let them \
+                             end (they keep working; `lsof +L1` lists them), then retry",
                             path.display(),
                             processes(holders.len())
                         )));
                     }
                     if dir.entry_id(&name).is_none() {
-                        Self::create(&dir, &name, path)?;
+                        Self::create(&dir, &name, path, SHARED_FILE_MODE)?;
                     }
                     created = true;
                 }
@@ -320,7 +347,7 @@ impl Store {
             libc::F_RDLCK,
             user_lock_offset(&dir),
         );
-        let stale_users = if create {
+        let stale_users = if create && !service {
             lock_holders(&dir)
                 .iter()
                 .filter(|&&ino| ino != id.1)
@@ -337,13 +364,14 @@ impl Store {
             writable,
             id,
             stale_users,
+            service: service.then(|| std::sync::Mutex::new(())),
         })
     }
 
     /// Makes a fresh file beside the target, fully allocated and initialised, and links it into
     /// place, so that no process ever sees a half-made file; readable and writable by every
     /// user (see ARCHITECTURE.md). If another process links its file first, theirs stands.
-    fn create(dir: &Dir, name: &str, path: &Path) -> Result<(), Error> {
+    fn create(dir: &Dir, name: &str, path: &Path, mode: u32) -> Result<(), Error> {
         let tmp = format!(
             ".{name}.{}.{:016x}.tmp",
             std::process::id(),
@@ -351,7 +379,7 @@ impl Store {
         );
         let tmp_path = dir.path().join(&tmp);
         let f = dir
-            .create_new(&tmp, 0o666)
+            .create_new(&tmp, mode)
             .map_err(|e| io_err(&tmp_path, "create", e))?;
         let result = (|| -> std::io::Result<()> {
             allocate(&f, FILE_SIZE as u64)?;
@@ -423,18 +451,17 @@ impl Store {
         self.dir.subdir(LEDGER_DIR, create)
     }
 
-    /// `uid`'s ledger, mapped when `write`; the caller's own is made when missing in the shared
-    /// mode (see `ledger::Create`).
+    /// `uid`'s ledger, opened for `access`, made when missing as `create` says.
     pub fn ledger(
         &self,
         uid: u32,
-        write: bool,
+        access: crate::ledger::Access,
         create: crate::ledger::Create,
     ) -> Result<crate::ledger::LedgerFile, Error> {
         let shared =
             (create == crate::ledger::Create::Own).then_some(crate::fsafe::SHARED_DIR_MODE);
         let dir = self.ledger_dir(shared)?;
-        crate::ledger::LedgerFile::open(&dir, uid, write, create)
+        crate::ledger::LedgerFile::open(&dir, uid, access, create)
     }
 
     /// Refuses, with the reason, when this process must not write the file: it is read-only for
@@ -531,7 +558,15 @@ impl Store {
         f: impl FnOnce(&mut Tables) -> Result<T, Error>,
     ) -> Result<T, Error> {
         self.check_writable()?;
-        let _g = FlockGuard::exclusive(&self.file).map_err(|e| io_err(&self.path, "lock", e))?;
+        let (_flock, _inner);
+        match &self.service {
+            Some(m) => _inner = Some(m.lock().unwrap_or_else(|e| e.into_inner())),
+            None => {
+                _flock = Some(
+                    FlockGuard::exclusive(&self.file).map_err(|e| io_err(&self.path, "lock", e))?,
+                )
+            }
+        }
         // A file shrunk since it was opened would fault on the first write past its end.
         let len = self.file.metadata().map(|m| m.len()).unwrap_or(0);
         if len < FILE_SIZE as u64 {

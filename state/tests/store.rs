@@ -9,8 +9,12 @@ use std::sync::Arc;
 
 /// This process's own ledger in `s`'s directory (made when missing).
 fn own(s: &Store) -> ledger::LedgerFile {
-    s.ledger(genv_state::procfs::current_uid(), true, ledger::Create::Own)
-        .unwrap()
+    s.ledger(
+        genv_state::procfs::current_uid(),
+        ledger::Access::Map,
+        ledger::Create::Own,
+    )
+    .unwrap()
 }
 
 fn tmp_store() -> (tempdir::Dir, Store) {

@@ -262,6 +262,8 @@ impl Sandbox {
             .env("HOME", &self.home)
             .env("LANG", "C.UTF-8")
             .env("GENV_TMPDIR", &self.tmpdir)
+            // No system configuration of the machine's reaches a test (empty: the shared mode).
+            .env("GENV_CONFIG", "")
             .env("GENV_SIM_DIR", &self.simdir)
             .env("LD_LIBRARY_PATH", sim_lib_dir())
             .stdin(Stdio::null());
@@ -544,4 +546,89 @@ pub fn env_as(sb: &Sandbox, u: &User, args: &[&str]) -> Env {
     all.extend_from_slice(&["--shell", "bash", "--shell-pid", &pid]);
     genv_as(sb, u, None, &all).ok();
     Env { eid: pid, holder }
+}
+
+// ---------------------------------------------------------------------------------------------
+// System mode: installed into a sandbox, its service running as root.
+
+/// A sandbox with genv installed in system mode (`genv admin install`) and its service running;
+/// every command of the sandbox uses it. The service ends with the value.
+pub struct SystemSandbox {
+    pub sb: Sandbox,
+    pub config: PathBuf,
+    pub state_dir: PathBuf,
+    pub socket: PathBuf,
+    daemon: Child,
+}
+
+impl SystemSandbox {
+    /// `None` (and why, printed) when this process is not root.
+    pub fn start(max_envs_per_user: u32) -> Option<SystemSandbox> {
+        use std::os::unix::fs::PermissionsExt;
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            println!("SKIPPED: system mode is installed by root (the tests run as root in CI)");
+            return None;
+        }
+        let mut sb = Sandbox::new();
+        std::fs::set_permissions(&sb.root, std::fs::Permissions::from_mode(0o755)).unwrap();
+        for d in [&sb.home, &sb.work] {
+            std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        // The simulated machine's ledger is every user's (as the real driver is).
+        std::fs::create_dir_all(&sb.simdir).unwrap();
+        std::fs::set_permissions(&sb.simdir, std::fs::Permissions::from_mode(0o1777)).unwrap();
+        let config = sb.root.join("etc/genv.conf");
+        let state_dir = sb.root.join("var/lib/genv");
+        let socket = sb.root.join("run/genv/genv.sock");
+        let max = max_envs_per_user.to_string();
+        sb.genv(&[
+            "admin",
+            "install",
+            "--config",
+            config.to_str().unwrap(),
+            "--state-dir",
+            state_dir.to_str().unwrap(),
+            "--socket",
+            socket.to_str().unwrap(),
+            "--max-envs-per-user",
+            &max,
+            "--no-systemd",
+        ])
+        .ok();
+        sb.set("GENV_CONFIG", config.to_str().unwrap());
+        let daemon = sb
+            .genv_cmd(&["daemon"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start genv daemon");
+        let up = wait_for(Duration::from_secs(20), || {
+            socket.exists() && sb.genv(&["envs"]).success()
+        });
+        assert!(up, "the genv service did not come up");
+        Some(SystemSandbox {
+            sb,
+            config,
+            state_dir,
+            socket,
+            daemon,
+        })
+    }
+
+    pub fn state_file(&self) -> PathBuf {
+        self.state_dir.join("state.v2")
+    }
+
+    /// `uid`'s ledger.
+    pub fn ledger(&self, uid: u32) -> PathBuf {
+        self.state_dir.join("ledger").join(uid.to_string())
+    }
+}
+
+impl Drop for SystemSandbox {
+    fn drop(&mut self) {
+        let _ = self.daemon.kill();
+        let _ = self.daemon.wait();
+    }
 }

@@ -12,7 +12,7 @@ fn status_not_active() {
     assert_eq!(sb.genv(&["status"]).ok(), "Environment is not active\n");
     assert_eq!(
         sb.genv(&["status", "--json"]).json(),
-        json!({"active": false})
+        json!({"active": false, "mode": "shared"})
     );
 }
 

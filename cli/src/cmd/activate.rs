@@ -4,9 +4,7 @@
 use crate::exit::Exit;
 use crate::shell::{self, ShellArgs, ShellCall};
 use crate::values::{checked, Checked};
-use genv_state::{
-    devices, home, Caller, Capacity, Config, DeviceCount, EnvId, Error, Genv, Input, Name,
-};
+use genv_state::{home, Caller, Capacity, Config, DeviceCount, EnvId, Error, Genv, Input, Name};
 
 #[derive(clap::Args, Clone, Debug)]
 pub struct Args {
@@ -89,7 +87,7 @@ pub fn run(caller: &Caller, a: Request) -> Result<Exit, Error> {
     let genv = Genv::open()?;
     let gpus_list;
     let attach = if !a.no_attach && config.gpus.is_some() {
-        gpus_list = devices::read_gpus()?;
+        gpus_list = genv.machine_gpus()?;
         Some((gpus_list.as_slice(), a.over_subscribe))
     } else {
         None

@@ -2,7 +2,7 @@
 
 use crate::exit::Exit;
 use crate::values::{checked, Checked};
-use genv_state::{devices, AttachOutcome, Caller, DeviceIndex, Error, Genv, Input};
+use genv_state::{AttachOutcome, Caller, DeviceIndex, Error, Genv, Input};
 
 #[derive(clap::Args, Clone, Debug)]
 pub struct Args {
@@ -34,7 +34,7 @@ impl Args {
 pub fn run(caller: &Caller, a: Request) -> Result<Exit, Error> {
     let eid = super::require_eid()?;
     let genv = Genv::open()?;
-    let gpus = devices::read_gpus()?;
+    let gpus = genv.machine_gpus()?;
     let index = a.index.map(DeviceIndex::get);
     match genv.attach(caller, &eid, &gpus, index, a.over_subscribe)? {
         AttachOutcome::Attached(_) => Ok(Exit::Success),

@@ -4,7 +4,7 @@ use crate::exit::Exit;
 use crate::output::{col, relative};
 use genv_state::layout::now_ms;
 use genv_state::text;
-use genv_state::{devices, DeviceInfo, Error, Genv};
+use genv_state::{DeviceInfo, Error, Genv};
 
 #[derive(clap::Args, Clone, Debug)]
 pub struct Args {
@@ -16,7 +16,7 @@ pub fn run(a: Args) -> Result<Exit, Error> {
     let genv = Genv::open()?;
     // Re-read the machine's GPUs so that a changed machine shows; without NVML the last known
     // list is shown.
-    match devices::read_gpus() {
+    match genv.machine_gpus() {
         Ok(gpus) => genv.refresh_devices(&gpus)?,
         Err(e) => eprintln!(
             "genv: {}; showing the devices last seen",

@@ -5,8 +5,8 @@ use crate::shell;
 use crate::values::{checked, Checked};
 use genv_state::text::quote_os;
 use genv_state::{
-    devices, AttachOutcome, Caller, Capacity, Config, DeviceCount, DeviceIndex, EnvId, Error, Genv,
-    Input, Name,
+    AttachOutcome, Caller, Capacity, Config, DeviceCount, DeviceIndex, EnvId, Error, Genv, Input,
+    Name,
 };
 use std::ffi::{OsStr, OsString};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
@@ -63,7 +63,7 @@ pub fn run(caller: &Caller, a: Request) -> Result<Exit, Error> {
     let eid = EnvId::parse(&format!("exec-{pid}"))?;
     let needs_devices = config.gpus.is_some() || !a.index.is_empty();
     let gpus = if needs_devices {
-        devices::read_gpus()?
+        genv.machine_gpus()?
     } else {
         Vec::new()
     };

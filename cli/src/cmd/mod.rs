@@ -1,8 +1,10 @@
 //! One module per command: its arguments (clap) and what it does.
 
 pub mod activate;
+pub mod admin;
 pub mod attach;
 pub mod config;
+pub mod daemon;
 pub mod deactivate;
 pub mod detach;
 pub mod devices;
@@ -46,6 +48,12 @@ pub enum Cmd {
     Lock(lock::Args),
     /// Print the shell integration for your rc file
     ShellInit(shell_init::Args),
+    /// Install or remove the system mode (root)
+    #[command(subcommand)]
+    Admin(admin::Args),
+    /// The system mode's service (started by its systemd unit)
+    #[command(hide = true)]
+    Daemon(daemon::Args),
 }
 
 /// A command line that passed every check that needs neither the state nor the machine.
@@ -63,6 +71,8 @@ pub enum Command {
     Exec(exec::Request),
     Lock(lock::Args),
     ShellInit(shell_init::Args),
+    Admin(admin::Args),
+    Daemon(daemon::Args),
 }
 
 impl Cmd {
@@ -81,6 +91,8 @@ impl Cmd {
             Cmd::Exec(a) => Command::Exec(a.check()?),
             Cmd::Lock(a) => Command::Lock(a),
             Cmd::ShellInit(a) => Command::ShellInit(a),
+            Cmd::Admin(a) => Command::Admin(a),
+            Cmd::Daemon(a) => Command::Daemon(a),
         })
     }
 }
@@ -100,6 +112,8 @@ pub fn run(cmd: Command) -> Result<Exit, Error> {
         Command::Exec(r) => exec::run(&caller, r),
         Command::Lock(a) => lock::run(a),
         Command::ShellInit(a) => shell_init::run(a),
+        Command::Admin(a) => admin::run(a),
+        Command::Daemon(a) => daemon::run(a),
     }
 }
 

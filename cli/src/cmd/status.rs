@@ -23,7 +23,10 @@ fn show(env: Option<(String, Option<EnvInfo>)>, json: bool) {
     match env {
         None => {
             if json {
-                println!("{}", serde_json::json!({ "active": false }));
+                println!(
+                    "{}",
+                    serde_json::json!({ "active": false, "mode": mode_name() })
+                );
             } else {
                 println!("Environment is not active");
             }
@@ -32,7 +35,7 @@ fn show(env: Option<(String, Option<EnvInfo>)>, json: bool) {
             if json {
                 println!(
                     "{}",
-                    serde_json::json!({ "active": false, "eid": eid, "stale": true })
+                    serde_json::json!({ "active": false, "eid": eid, "stale": true, "mode": mode_name() })
                 );
             } else {
                 println!("Environment is not active");
@@ -48,6 +51,7 @@ fn show(env: Option<(String, Option<EnvInfo>)>, json: bool) {
                     "eid": e.eid,
                     "attached": e.attached,
                     "config": e.config,
+                    "mode": mode_name(),
                 });
                 println!("{v}");
                 return;
@@ -65,4 +69,9 @@ fn show(env: Option<(String, Option<EnvInfo>)>, json: bool) {
             println!();
         }
     }
+}
+
+/// The mode in force ("shared" or "system"), as `status --json` says it.
+fn mode_name() -> &'static str {
+    genv_state::mode::Mode::current().map_or("shared", |m| m.name())
 }

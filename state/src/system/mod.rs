@@ -7,5 +7,7 @@
 
 pub mod client;
 pub mod locks;
+pub mod proto;
 pub mod server;
+pub mod service;
 pub mod wire;

@@ -120,7 +120,7 @@ fn register(store: &Store, pids: &[u32]) -> Result<(), genv_state::Error> {
         }
         Ok(slots)
     })?;
-    let own = store.ledger(caller.uid, true, ledger::Create::Own)?;
+    let own = store.ledger(caller.uid, ledger::Access::Map, ledger::Create::Own)?;
     for (i, serial) in slots {
         ledger::reset_env(&own, i, serial)?;
     }
