@@ -1,6 +1,6 @@
 /* A minimal libnvidia-ml.so.1 whose nvidia-smi export table has the size given by
- * FAKE_NVML_TABLE_SIZE (default 0x7a8, the 535 layout), to check that the shim wraps the 535
- * layout and hands any other one over untouched. Four GPUs; slot 81 writes the bus id of an
+ * FAKE_NVML_TABLE_SIZE (default 0x7a8, the 535 layout), to check how the shim serves a measured
+ * layout and one nobody measured. Four GPUs; slot 81 writes the bus id of an
  * NVML index as 535 does. The topology functions answer every GPU. Host GPU 2 runs the
  * compute processes listed in FAKE_NVML_PIDS ("pid:bytes,pid:bytes"), through the `_v3` list
  * and, unless built with -DFAKE_CC_V3, the detail list; with -DFAKE_CC_V3 the library looks like

@@ -25,6 +25,7 @@ pub(crate) type Device = *mut c_void;
 
 mod devices;
 mod export;
+pub mod linked;
 mod procs;
 mod topology;
 
@@ -41,15 +42,18 @@ hooks! {
     api {
         lib: real::NVML, ret: Ret, missing: ERROR_FUNCTION_NOT_FOUND,
         panicked: ERROR_UNKNOWN, real: real, name: NAME, attrs: [],
+        linked: [linked],
     }
 
     // Initialisation: where the process's environment is looked at again.
 
     fn nvmlInit | nvmlInit_v2 () {
+        linked::note();
         crate::view::follow();
         real()
     }
     fn nvmlInitWithFlags(flags: c_uint) {
+        linked::note();
         crate::view::follow();
         real(flags)
     }
@@ -131,7 +135,9 @@ hooks! {
 
     // nvidia-smi's private export table.
 
+    /// Callable before `nvmlInit`, so also a first use.
     fn nvmlInternalGetExportTable(table: *mut *const c_void, uuid: *const [u8; 16]) {
+        linked::note();
         export::get(real(table, uuid), table, uuid)
     }
 }

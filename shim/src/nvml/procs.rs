@@ -102,20 +102,48 @@ pub(super) unsafe fn detail_list(
 /// First buffer size asked of the driver, in records; grown when the driver needs more.
 const FIRST_CAPACITY: usize = 64;
 
-/// Calls `real(count, buffer)` with a buffer of our own, keeps the environment's processes with the ledger's
-/// figures, and answers the caller with NVML's sizing protocol: `*count` comes in as the
-/// caller's capacity and goes back as the number of records; when they do not fit (a NULL
-/// buffer with count 0 is the usual probe) the answer is NVML_ERROR_INSUFFICIENT_SIZE and the
-/// buffer is left alone.
+/// How far the driver's records can be trusted.
+#[derive(Clone, Copy)]
+pub(crate) enum Check {
+    /// A measured layout: each record is what its layout says.
+    Trusted,
+    /// A layout taken from the newest measured one but not measured itself (name at this
+    /// offset): every record the driver wrote must be [`plausible`], or none is shown. The
+    /// function hears which.
+    Unmeasured(usize, fn(bool)),
+}
+
+/// [`filter_records`] of a measured layout.
 ///
 /// # Safety
-/// `count` and `out` as the process-list functions take them; `real` calls the driver's.
+/// As [`filter_records`].
 pub(crate) unsafe fn filtered(
     real: impl Fn(*mut c_uint, *mut u8) -> Ret,
     dev: Device,
     count: *mut c_uint,
     out: *mut u8,
     stride: usize,
+) -> Ret {
+    // SAFETY: the caller's contract.
+    unsafe { filter_records(real, dev, count, out, stride, Check::Trusted) }
+}
+
+/// Calls `real(count, buffer)` with a buffer of our own, keeps the environment's processes with
+/// the ledger's figures, and answers the caller with NVML's sizing protocol: `*count` comes in
+/// as the caller's capacity and goes back as the number of records; when they do not fit (a
+/// NULL buffer with count 0 is the usual probe) the answer is NVML_ERROR_INSUFFICIENT_SIZE and
+/// the buffer is left alone.
+///
+/// # Safety
+/// `count` and `out` as the process-list functions take them, with records of `stride` bytes
+/// (a multiple of 8); `real` calls the driver's.
+pub(crate) unsafe fn filter_records(
+    real: impl Fn(*mut c_uint, *mut u8) -> Ret,
+    dev: Device,
+    count: *mut c_uint,
+    out: *mut u8,
+    stride: usize,
+    check: Check,
 ) -> Ret {
     // SAFETY: the caller's count and buffer, read and written as the driver would (see the
     // function's contract); our own buffer is large enough for what the driver wrote in it.
@@ -130,12 +158,17 @@ pub(crate) unsafe fn filtered(
         let wanted = *count as usize;
         // u64 words keep the records' u64 fields aligned; every record size is a multiple of 8.
         let words = stride / 8;
+        // A driver whose records are larger than we think must not write past our buffer.
+        let slack = match check {
+            Check::Trusted => 1,
+            Check::Unmeasured(..) => 2,
+        };
         let mut cap = wanted.clamp(1, FIRST_CAPACITY);
         let mut buf: Vec<u64>;
         let mut n: c_uint;
         let mut tries = 0;
         loop {
-            buf = vec![0u64; cap * words];
+            buf = vec![0u64; cap * words * slack];
             n = cap as c_uint;
             let r = real(&mut n, buf.as_mut_ptr() as *mut u8);
             if r == ERROR_INSUFFICIENT_SIZE && (n as usize) > cap && tries < 8 {
@@ -148,6 +181,17 @@ pub(crate) unsafe fn filtered(
                 return r;
             }
             break;
+        }
+        if let Check::Unmeasured(name, said) = check {
+            // SAFETY: our own buffer, read as bytes.
+            let bytes = std::slice::from_raw_parts(buf.as_ptr() as *const u8, buf.len() * 8);
+            let ok = (n as usize) <= cap
+                && (0..n as usize).all(|i| plausible(&bytes[i * stride..(i + 1) * stride], name));
+            said(ok);
+            if !ok {
+                *count = 0;
+                return SUCCESS;
+            }
         }
         let n = (n as usize).min(cap);
         let env = env_processes(host);
@@ -179,5 +223,88 @@ pub(crate) unsafe fn filtered(
         }
         std::ptr::copy_nonoverlapping(buf.as_ptr() as *const u8, out, kept * stride);
         SUCCESS
+    }
+}
+
+/// Whether `rec` reads as a record of a running process with its name at offset `name`: a pid
+/// that exists, instance ids that are "none" or small, and a non-empty name within its field
+/// that is the process's argv[0], executable or comm. Misread records (another record size,
+/// another name offset) fail all but by coincidence.
+fn plausible(rec: &[u8], name: usize) -> bool {
+    use genv_abi::nvml::export::{NAME_LEN, RECORD_COMPUTE_INSTANCE, RECORD_GPU_INSTANCE};
+    let u32_at = |o: usize| u32::from_ne_bytes([rec[o], rec[o + 1], rec[o + 2], rec[o + 3]]);
+    let pid = u32_at(0);
+    let instance = |id: u32| id == NO_INSTANCE || id < 1024;
+    if pid == 0
+        || !instance(u32_at(RECORD_GPU_INSTANCE))
+        || !instance(u32_at(RECORD_COMPUTE_INSTANCE))
+        || rec.len() < name + NAME_LEN
+    {
+        return false;
+    }
+    let field = &rec[name..name + NAME_LEN];
+    let Some(end) = field.iter().position(|&b| b == 0) else {
+        return false;
+    };
+    let shown = &field[..end];
+    if shown.is_empty() {
+        return false;
+    }
+    let proc = format!("/proc/{pid}");
+    let argv0 = std::fs::read(format!("{proc}/cmdline"))
+        .is_ok_and(|c| c.split(|&b| b == 0).next() == Some(shown));
+    argv0
+        || std::fs::read_link(format!("{proc}/exe"))
+            .is_ok_and(|p| p.as_os_str().as_encoded_bytes() == shown)
+        || std::fs::read(format!("{proc}/comm"))
+            .is_ok_and(|c| c.strip_suffix(b"\n").unwrap_or(&c) == shown)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use genv_abi::nvml::export::{RECORD_525, RECORD_535};
+
+    fn record(r: genv_abi::nvml::export::Record, pid: u32, name: &[u8]) -> Vec<u8> {
+        let mut v = vec![0u8; r.size];
+        v[..4].copy_from_slice(&pid.to_ne_bytes());
+        v[0x10..0x18].fill(0xff);
+        v[r.name..r.name + name.len()].copy_from_slice(name);
+        v
+    }
+
+    #[test]
+    fn plausible_records() {
+        let me = std::process::id();
+        let argv0 = std::fs::read("/proc/self/cmdline").unwrap();
+        let argv0 = argv0.split(|&b| b == 0).next().unwrap().to_vec();
+        let comm = std::fs::read("/proc/self/comm").unwrap();
+        let comm = comm.strip_suffix(b"\n").unwrap();
+        for name in [&argv0[..], comm] {
+            assert!(plausible(&record(RECORD_535, me, name), RECORD_535.name));
+            assert!(plausible(&record(RECORD_525, me, name), RECORD_525.name));
+            // A record too short for the name offset it is read with.
+            assert!(!plausible(&record(RECORD_525, me, name), RECORD_535.name));
+        }
+        // A 525 record read as 535's: the name seen starts 8 bytes into the real one.
+        let mut shifted = record(RECORD_535, me, b"");
+        shifted[RECORD_525.name..RECORD_525.name + argv0.len()].copy_from_slice(&argv0);
+        assert!(argv0.len() > 8);
+        assert!(!plausible(&shifted, RECORD_535.name));
+        assert!(!plausible(&record(RECORD_535, me, b""), RECORD_535.name));
+        assert!(!plausible(
+            &record(RECORD_535, me, b"not-this-process"),
+            RECORD_535.name
+        ));
+        assert!(!plausible(&record(RECORD_535, 0, comm), RECORD_535.name));
+        let mut mig = record(RECORD_535, me, comm);
+        mig[0x10..0x14].copy_from_slice(&5u32.to_ne_bytes());
+        assert!(plausible(&mig, RECORD_535.name), "a MIG instance id");
+        mig[0x10..0x14].copy_from_slice(&0x1234_5678u32.to_ne_bytes());
+        assert!(!plausible(&mig, RECORD_535.name));
+        // No NUL in the field.
+        let mut full = record(RECORD_535, me, comm);
+        full[RECORD_535.name..].fill(b'a');
+        assert!(!plausible(&full, RECORD_535.name));
     }
 }

@@ -35,6 +35,20 @@ pub(crate) unsafe fn list<T>(
     infos: *mut T,
     make: impl Fn(&ProcUsage) -> T,
 ) -> Result<(), Ret> {
+    list_with(device, kind, count, infos.is_null(), |i, p| {
+        infos.add(i).write_unaligned(make(p))
+    })
+}
+
+/// The sizing protocol of [`list`], with `write(i, process)` filling record `i` of a buffer
+/// that is there unless `no_buffer`.
+pub(crate) unsafe fn list_with(
+    device: sys::nvmlDevice_t,
+    kind: Kind,
+    count: *mut c_uint,
+    no_buffer: bool,
+    mut write: impl FnMut(usize, &ProcUsage),
+) -> Result<(), Ret> {
     let g = crate::device(device)?;
     if count.is_null() {
         return Err(INVALID_ARGUMENT);
@@ -48,11 +62,11 @@ pub(crate) unsafe fn list<T>(
     if procs.is_empty() {
         return Ok(());
     }
-    if infos.is_null() {
+    if no_buffer {
         return Err(INVALID_ARGUMENT);
     }
     for (i, p) in procs.iter().enumerate() {
-        infos.add(i).write_unaligned(make(p));
+        write(i, p);
     }
     Ok(())
 }

@@ -178,4 +178,12 @@ not_supported! {
     nvmlDeviceGetProcessUtilization
     // No fans on an SXM H100: nvidia-smi prints N/A, as on the real card.
     nvmlDeviceGetFanSpeed
+
+    // What `nvidia-smi -q` of 550 and 555 asks for beyond 535 (absent before those: see
+    // `Generation::adds`), N/A on this card.
+    nvmlDeviceGetC2cModeInfoV
+    nvmlDeviceGetGpuFabricInfoV
+    nvmlDeviceGetVgpuHeterogeneousMode
+    nvmlDeviceGetCapabilities
+    nvmlDeviceGetDriverModel_v2
 }
