@@ -47,9 +47,10 @@ test-python: build nvidia-smi venv
 demo: build nvidia-smi
 	scripts/demo.sh
 
-bench: build
+bench: build nvidia-smi
 	scripts/bench.sh
 	scripts/bench-shim.sh
+	scripts/bench-nvidia-smi.sh
 
 install: release
 	install -d $(PREFIX)/bin $(PREFIX)/lib/genv

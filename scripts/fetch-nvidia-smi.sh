@@ -57,6 +57,7 @@ command -v dpkg-deb >/dev/null || die "dpkg-deb not found (needs a Debian machin
 
 codename=""
 if [ -r /etc/os-release ]; then
+    # shellcheck source=/dev/null
     codename=$(. /etc/os-release && echo "${VERSION_CODENAME:-}")
 fi
 [ -n "$codename" ] || die "cannot tell the Debian release from /etc/os-release"
@@ -165,7 +166,7 @@ for major in "${missing[@]}"; do
         if ! (cd "$work/deb" && apt-get "${apt_opts[@]}" -q download "$pkg=$v" >>"$work/download.log" 2>&1); then
             die "apt-get download $pkg=$v failed (see $work/download.log)"
         fi
-        deb=$(ls "$work/deb/${pkg}_"*.deb 2>/dev/null | head -n1)
+        deb=$(find "$work/deb" -maxdepth 1 -name "${pkg}_*.deb" | head -n1)
         [ -n "$deb" ] || die "apt-get download left no $pkg .deb"
         debs+=("$deb")
     done

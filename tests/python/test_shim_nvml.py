@@ -491,3 +491,13 @@ def test_process_lists_follow_driver_layout(env23, fake_nvml, outsider):
             assert detail == [f"detail probe 7 1; detail 0 1: {a}={GIB}"]
         else:
             assert detail == []
+
+
+def test_process_lists_longer_than_the_first_buffer(env23, fake_nvml, outsider):
+    # More processes on the GPU than the shim first asks the driver for: it asks again with room.
+    a = env23.pids[0]
+    pids = ",".join([f"{outsider.pid + 100000 + i}:1" for i in range(14)] + [f"{a}:7777"])
+    out = env23.run(
+        fake_nvml / "client", env={"LD_LIBRARY_PATH": fake_nvml, "FAKE_NVML_PIDS": pids}
+    ).stdout.splitlines()
+    assert f"v3 probe 7 1; v3 0 1: {a}={GIB}" in out, out

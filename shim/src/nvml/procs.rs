@@ -16,7 +16,7 @@ use std::ffi::c_uint;
 
 use super::*;
 
-use super::devices::{env_processes, started_in_env};
+use super::devices::{env_pids, pid_used, started_in_env};
 
 /// `nvmlProcessInfo_v1_t`.
 pub(super) const V1: usize = 16;
@@ -99,8 +99,10 @@ pub(super) unsafe fn detail_list(
     }
 }
 
-/// First buffer size asked of the driver, in records; grown when the driver needs more.
-const FIRST_CAPACITY: usize = 64;
+/// First buffer size asked of the driver, in records; grown when the driver needs more. Small:
+/// a GPU runs few processes, and nvidia-smi asks three lists per GPU with room for 500 records
+/// of 4 KiB each, which we must not zero every time.
+const FIRST_CAPACITY: usize = 8;
 
 /// How far the driver's records can be trusted.
 #[derive(Clone, Copy)]
@@ -182,7 +184,7 @@ pub(crate) unsafe fn filter_records(
             }
             break;
         }
-        if let Check::Unmeasured(name, said) = check {
+        if let (Check::Unmeasured(name, said), true) = (check, n > 0) {
             // SAFETY: our own buffer, read as bytes.
             let bytes = std::slice::from_raw_parts(buf.as_ptr() as *const u8, buf.len() * 8);
             let ok = (n as usize) <= cap
@@ -194,17 +196,24 @@ pub(crate) unsafe fn filter_records(
             }
         }
         let n = (n as usize).min(cap);
-        let env = env_processes(host);
+        if n == 0 {
+            // Nothing to keep (graphics and MPS lists usually): no need to read the ledger.
+            *count = 0;
+            return SUCCESS;
+        }
+        let env = env_pids();
         let mut kept = 0usize;
         for i in 0..n {
             let rec = &buf[i * words..(i + 1) * words];
             let b = rec[0].to_ne_bytes();
             let pid = u32::from_ne_bytes([b[0], b[1], b[2], b[3]]);
-            let used = match env.iter().find(|(p, _)| *p == pid) {
-                Some(&(_, used)) => used,
+            let used = if env.contains(&pid) {
+                pid_used(pid, host)
+            } else if started_in_env(pid) {
                 // Holds nothing through the shim yet.
-                None if started_in_env(pid) => 0,
-                None => continue,
+                0
+            } else {
+                continue;
             };
             let dst = kept * words;
             buf.copy_within(i * words..(i + 1) * words, dst);
