@@ -17,12 +17,12 @@ from __future__ import annotations
 import json
 import os
 import re
-import sys
+import subprocess
 from pathlib import Path
 
 import pytest
 
-from conftest import GENV, LIBCUDA, ROOT, SHIM, SIM_LIB_DIR, Sim, require_built
+from conftest import BIN_DIR, GENV, LIBCUDA, ROOT, SHIM, SIM_LIB_DIR, Sim, require_built
 from test_shim_nvml import HOLD, HOST_FACTS, start_env
 
 MIB = 1 << 20
@@ -34,6 +34,17 @@ GENERATIONS = [470, 525, 535, 550, 555]
 
 def smi_of(major: int) -> Path:
     return ROOT / "target" / f"nvidia-smi-{major}" / "usr" / "bin" / "nvidia-smi"
+
+
+def refresh_generations() -> None:
+    """Rewrites target/sim/nvml-<major>/ when the built simulated NVML is newer (`make sim` does
+    it too; a plain cargo build does not)."""
+    built, tool = BIN_DIR / "libnvidia_ml.so", BIN_DIR / "genv-sim-generations"
+    copy = SIM_LIB_DIR / "nvml-535" / "libnvidia-ml.so.1"
+    if built.exists() and tool.exists() and (
+        not copy.exists() or built.stat().st_mtime > copy.stat().st_mtime
+    ):
+        subprocess.run([tool, built, SIM_LIB_DIR], check=True)
 
 
 def driver_env(major: int) -> dict:
@@ -53,6 +64,7 @@ class World:
         self.smi = smi_of(major)
         if not os.access(self.smi, os.X_OK):
             pytest.skip(f"{self.smi} missing: run scripts/fetch-nvidia-smi.sh")
+        refresh_generations()
         require_built(GENV, SHIM, LIBCUDA, SIM_LIB_DIR / f"nvml-{major}" / "libnvidia-ml.so.1")
         self.sim = Sim(tmp / "sim")
         self.sim.env.update({k: str(v) for k, v in driver_env(major).items()})
