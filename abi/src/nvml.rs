@@ -321,6 +321,7 @@ pub mod export {
                 "nvmlDeviceGetC2cModeInfoV",
                 "nvmlDeviceGetGpuFabricInfoV",
                 "nvmlDeviceGetVgpuHeterogeneousMode",
+                "nvmlDeviceGetProcessesUtilizationInfo",
             ],
         },
         Generation {

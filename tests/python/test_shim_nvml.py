@@ -501,3 +501,44 @@ def test_process_lists_longer_than_the_first_buffer(env23, fake_nvml, outsider):
         fake_nvml / "client", env={"LD_LIBRARY_PATH": fake_nvml, "FAKE_NVML_PIDS": pids}
     ).stdout.splitlines()
     assert f"v3 probe 7 1; v3 0 1: {a}={GIB}" in out, out
+
+
+def test_accounting_shows_the_environment_only(env23, fake_nvml, outsider):
+    # Accounting names processes too (nvidia-smi --query-accounted-apps): the environment's only,
+    # and another process's record is not found.
+    a = env23.pids[0]
+    env = {"LD_LIBRARY_PATH": fake_nvml, "FAKE_NVML_PIDS": f"{outsider.pid}:9999,{a}:7777"}
+    args = [fake_nvml / "client", "24", outsider.pid, a]
+    out = env23.run(*args, env=env).stdout.splitlines()
+    assert f"accounting probe 7 1; accounting 0 1: {a}" in out, out
+    assert f"stats {outsider.pid} 6" in out and f"stats {a} 0" in out, out
+
+
+UTILIZATION = r"""
+import json, pynvml as N
+N.nvmlInit()
+out = {}
+for name in ("nvmlDeviceGetProcessUtilization", "nvmlDeviceGetProcessesUtilizationInfo"):
+    rows = []
+    for i in range(N.nvmlDeviceGetCount()):
+        try:
+            rows.append(sorted(s.pid for s in getattr(N, name)(N.nvmlDeviceGetHandleByIndex(i), 0)))
+        except N.NVMLError as e:
+            rows.append(e.value)
+    out[name] = rows
+print(json.dumps(out))
+"""
+
+
+def test_process_utilization_shows_the_environment_only(sim, env23, outsider):
+    # Utilisation samples name processes (nvitop, pynvml users): the environment's only, and
+    # NOT_FOUND (as the driver answers without samples) where it has none. The detail struct
+    # of 550 on, through that generation's library.
+    a, b = env23.pids
+    gen550 = {"GENV_SIM_DRIVER": 550, "LD_LIBRARY_PATH": f"{LIBNVML.parent / 'nvml-550'}:{LIBNVML.parent}"}
+    inside = json.loads(env23.python(UTILIZATION, env=gen550).stdout)
+    for name in ("nvmlDeviceGetProcessUtilization", "nvmlDeviceGetProcessesUtilizationInfo"):
+        assert inside[name] == [[a], [b]], (name, inside)
+    outside = json.loads(sim.python(UTILIZATION, env=gen550).stdout)["nvmlDeviceGetProcessUtilization"]
+    not_found = 6
+    assert outside[2] == sorted([outsider.pid, a]) and outside[3] == [b] and outside[0] == not_found

@@ -18,7 +18,7 @@
 use std::ffi::{c_char, c_uint};
 use std::sync::{Once, OnceLock};
 
-use super::procs::{filter_records, Check};
+use super::procs::{filter_records, Check, Rec};
 use super::*;
 use genv_abi::nvml::export::*;
 
@@ -195,7 +195,14 @@ unsafe extern "C" fn procs_slot<const SLOT: usize>(
             } else {
                 Check::Unmeasured(record.name, checked)
             };
-            filter_records(|n, b| f(dev, n, b), dev, count, out, record.size, check)
+            filter_records(
+                |n, b| f(dev, n, b),
+                dev,
+                count,
+                out,
+                Rec::list(record.size),
+                check,
+            )
         }
     })
 }

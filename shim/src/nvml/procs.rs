@@ -127,7 +127,29 @@ pub(crate) unsafe fn filtered(
     stride: usize,
 ) -> Ret {
     // SAFETY: the caller's contract.
-    unsafe { filter_records(real, dev, count, out, stride, Check::Trusted) }
+    unsafe { filter_records(real, dev, count, out, Rec::list(stride), Check::Trusted) }
+}
+
+/// Where a record keeps what the filter reads and writes.
+#[derive(Clone, Copy)]
+pub(crate) struct Rec {
+    /// Bytes per record, a multiple of 8.
+    pub stride: usize,
+    /// Offset of the u32 pid.
+    pub pid: usize,
+    /// Offset of the u64 memory figure the ledger's replaces, when the record has one.
+    pub used: Option<usize>,
+}
+
+impl Rec {
+    /// A process-list record: pid u32 at 0, usedGpuMemory u64 at 8.
+    pub const fn list(stride: usize) -> Rec {
+        Rec {
+            stride,
+            pid: 0,
+            used: Some(8),
+        }
+    }
 }
 
 /// Calls `real(count, buffer)` with a buffer of our own, keeps the environment's processes with
@@ -137,16 +159,17 @@ pub(crate) unsafe fn filtered(
 /// the buffer is left alone.
 ///
 /// # Safety
-/// `count` and `out` as the process-list functions take them, with records of `stride` bytes
-/// (a multiple of 8); `real` calls the driver's.
+/// `count` and `out` as the process-list functions take them, with records laid out as `rec`
+/// says; `real` calls the driver's.
 pub(crate) unsafe fn filter_records(
     real: impl Fn(*mut c_uint, *mut u8) -> Ret,
     dev: Device,
     count: *mut c_uint,
     out: *mut u8,
-    stride: usize,
+    rec: Rec,
     check: Check,
 ) -> Ret {
+    let stride = rec.stride;
     // SAFETY: the caller's count and buffer, read and written as the driver would (see the
     // function's contract); our own buffer is large enough for what the driver wrote in it.
     unsafe {
@@ -204,9 +227,9 @@ pub(crate) unsafe fn filter_records(
         let env = env_pids();
         let mut kept = 0usize;
         for i in 0..n {
-            let rec = &buf[i * words..(i + 1) * words];
-            let b = rec[0].to_ne_bytes();
-            let pid = u32::from_ne_bytes([b[0], b[1], b[2], b[3]]);
+            let w = buf[i * words + rec.pid / 8].to_ne_bytes();
+            let o = rec.pid % 8;
+            let pid = u32::from_ne_bytes([w[o], w[o + 1], w[o + 2], w[o + 3]]);
             let used = if env.contains(&pid) {
                 pid_used(pid, host)
             } else if started_in_env(pid) {
@@ -217,7 +240,9 @@ pub(crate) unsafe fn filter_records(
             };
             let dst = kept * words;
             buf.copy_within(i * words..(i + 1) * words, dst);
-            buf[dst + 1] = used;
+            if let Some(u) = rec.used {
+                buf[dst + u / 8] = used;
+            }
             kept += 1;
         }
         *count = kept as c_uint;
@@ -231,6 +256,172 @@ pub(crate) unsafe fn filter_records(
             return ERROR_INVALID_ARGUMENT;
         }
         std::ptr::copy_nonoverlapping(buf.as_ptr() as *const u8, out, kept * stride);
+        SUCCESS
+    }
+}
+
+/// `nvmlProcessUtilizationSample_t`: pid u32 at 0, then a timestamp and percentages.
+const UTILIZATION_SAMPLE: Rec = Rec {
+    stride: 32,
+    pid: 0,
+    used: None,
+};
+/// `nvmlProcessUtilizationInfo_v1_t`: a timestamp, then pid u32 at 8 and percentages.
+const UTILIZATION_INFO: Rec = Rec {
+    stride: 40,
+    pid: 8,
+    used: None,
+};
+
+/// `nvmlDeviceGetProcessUtilization`: the samples of the environment's processes only (the
+/// driver's sizing protocol, with the buffer before the count).
+///
+/// # Safety
+/// The arguments as that function takes them; `real(buffer, count)` calls the driver's.
+pub(super) unsafe fn utilization(
+    real: impl Fn(*mut u8, *mut c_uint) -> Ret,
+    dev: Device,
+    samples: *mut u8,
+    count: *mut c_uint,
+) -> Ret {
+    // SAFETY: the caller's contract.
+    let r = unsafe {
+        filter_records(
+            |n, b| real(b, n),
+            dev,
+            count,
+            samples,
+            UTILIZATION_SAMPLE,
+            Check::Trusted,
+        )
+    };
+    // SAFETY: as above.
+    unsafe { no_samples(r, count) }
+}
+
+/// The driver answers NVML_ERROR_NOT_FOUND when it has no sample: so do we when none is the
+/// environment's.
+///
+/// # Safety
+/// `count` as the utilisation functions take it.
+unsafe fn no_samples(r: Ret, count: *const c_uint) -> Ret {
+    // SAFETY: the caller's count, written by the filter when it succeeded.
+    if r == SUCCESS && in_env() && !count.is_null() && unsafe { *count } == 0 {
+        ERROR_NOT_FOUND
+    } else {
+        r
+    }
+}
+
+/// `nvmlProcessesUtilizationInfo_v1_t`.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct UtilizationInfo {
+    version: c_uint,
+    count: c_uint,
+    last_seen: u64,
+    records: *mut u8,
+}
+
+/// `nvmlProcessesUtilizationInfo_v1`: the struct's size, version 1 in the top byte.
+const UTILIZATION_INFO_V1: c_uint = (std::mem::size_of::<UtilizationInfo>() as c_uint) | (1 << 24);
+
+/// `nvmlDeviceGetProcessesUtilizationInfo` (550 on): the environment's processes only.
+///
+/// # Safety
+/// The arguments as that function takes them.
+pub(super) unsafe fn utilization_info(
+    real: unsafe extern "C" fn(Device, *mut UtilizationInfo) -> Ret,
+    dev: Device,
+    info: *mut UtilizationInfo,
+) -> Ret {
+    // SAFETY: the caller's struct, read and written as the driver would.
+    unsafe {
+        // A version we do not know may lay records out differently: none is shown.
+        if info.is_null() || (*info).version != UTILIZATION_INFO_V1 {
+            if !in_env() {
+                return real(dev, info);
+            }
+            return ERROR_NOT_SUPPORTED;
+        }
+        let asked = *info;
+        let last_seen = std::ptr::addr_of_mut!((*info).last_seen);
+        let call = move |n: *mut c_uint, b: *mut u8| {
+            let mut i = UtilizationInfo {
+                count: *n,
+                records: b,
+                ..asked
+            };
+            let r = real(dev, &mut i);
+            *n = i.count;
+            *last_seen = i.last_seen;
+            r
+        };
+        let count = std::ptr::addr_of_mut!((*info).count);
+        let r = filter_records(
+            call,
+            dev,
+            count,
+            asked.records,
+            UTILIZATION_INFO,
+            Check::Trusted,
+        );
+        no_samples(r, count)
+    }
+}
+
+/// Whether `pid` is a process the environment may not see (it is in one and `pid` is neither
+/// one of its processes nor started in it).
+pub(super) fn foreign(pid: c_uint) -> bool {
+    in_env() && !env_pids().contains(&pid) && !started_in_env(pid)
+}
+
+/// A list of pids (`nvmlDeviceGetAccountingPids`): the environment's only, with NVML's sizing
+/// protocol (`*count` in: capacity, out: entries; NVML_ERROR_INSUFFICIENT_SIZE when short).
+///
+/// # Safety
+/// `count` and `pids` as that function takes them; `real(count, buffer)` calls the driver's.
+pub(super) unsafe fn pid_list(
+    real: impl Fn(*mut c_uint, *mut c_uint) -> Ret,
+    count: *mut c_uint,
+    pids: *mut c_uint,
+) -> Ret {
+    // SAFETY: the caller's count and buffer, as the driver would use them; ours holds `cap`.
+    unsafe {
+        if count.is_null() || !in_env() {
+            return real(count, pids);
+        }
+        let wanted = *count as usize;
+        let mut cap = wanted.clamp(1, 64);
+        let mut buf: Vec<c_uint>;
+        let mut n: c_uint;
+        let mut tries = 0;
+        loop {
+            buf = vec![0; cap];
+            n = cap as c_uint;
+            let r = real(&mut n, buf.as_mut_ptr());
+            if r == ERROR_INSUFFICIENT_SIZE && (n as usize) > cap && tries < 8 {
+                cap = n as usize + 8;
+                tries += 1;
+                continue;
+            }
+            if r != SUCCESS {
+                return r;
+            }
+            break;
+        }
+        buf.truncate((n as usize).min(cap));
+        buf.retain(|&p| !foreign(p));
+        *count = buf.len() as c_uint;
+        if buf.len() > wanted {
+            return ERROR_INSUFFICIENT_SIZE;
+        }
+        if !buf.is_empty() {
+            if pids.is_null() {
+                return ERROR_INVALID_ARGUMENT;
+            }
+            std::ptr::copy_nonoverlapping(buf.as_ptr(), pids, buf.len());
+        }
         SUCCESS
     }
 }

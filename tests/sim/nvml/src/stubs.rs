@@ -174,8 +174,6 @@ not_supported! {
     nvmlVgpuTypeGetName
     nvmlVgpuTypeGetNumDisplayHeads
     nvmlVgpuTypeGetResolution
-    // nvitop prints a traceback when this one is missing; the real card has no samples to give.
-    nvmlDeviceGetProcessUtilization
     // No fans on an SXM H100: nvidia-smi prints N/A, as on the real card.
     nvmlDeviceGetFanSpeed
 
