@@ -14,15 +14,18 @@ build: release sim
 release:
 	$(CARGO) build --release --workspace
 
-# The simulated GPU machine: test-double libcuda.so.1 / libnvidia-ml.so.1.
+# The simulated GPU machine: test-double libcuda.so.1 / libnvidia-ml.so.1, and per measured
+# driver generation a libnvidia-ml.so.1 with only that generation's functions (nvml-<major>/).
 sim: release
 	@mkdir -p $(SIM)
 	cp -f $(REL)/libnvidia_ml.so $(SIM)/libnvidia-ml.so.1
 	ln -sf libnvidia-ml.so.1 $(SIM)/libnvidia-ml.so
+	$(REL)/genv-sim-generations $(REL)/libnvidia_ml.so $(SIM)
 	cp -f $(REL)/libcuda.so $(SIM)/libcuda.so.1
 	ln -sf libcuda.so.1 $(SIM)/libcuda.so
 
-# Stock nvidia-smi 535 from Debian's non-free archive, cached under target/.
+# Stock nvidia-smi (and its libnvidia-ml) of every measured driver generation from Debian's
+# non-free archive, cached under target/.
 nvidia-smi:
 	scripts/fetch-nvidia-smi.sh
 
@@ -44,9 +47,10 @@ test-python: build nvidia-smi venv
 demo: build nvidia-smi
 	scripts/demo.sh
 
-bench: build
+bench: build nvidia-smi
 	scripts/bench.sh
 	scripts/bench-shim.sh
+	scripts/bench-nvidia-smi.sh
 
 install: release
 	install -d $(PREFIX)/bin $(PREFIX)/lib/genv

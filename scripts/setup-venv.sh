@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Creates .venv with the Python clients the tests drive (tests/python/requirements.txt).
+# Creates .venv with the Python clients the tests drive (tests/python/requirements.txt), and
+# target/py-cuda13 with cuda-bindings 13 (tests/python/requirements-cuda13.txt).
 # Re-running is cheap: pip skips what is already there.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -12,6 +13,16 @@ stamp="$venv/.genv-requirements"
 if [ ! -f "$stamp" ] || ! cmp -s "$stamp" "$root/tests/python/requirements.txt"; then
     "$venv/bin/pip" install --disable-pip-version-check -q -r "$root/tests/python/requirements.txt"
     cp "$root/tests/python/requirements.txt" "$stamp"
+fi
+# cuda-bindings 13 cannot share the venv with 12: a --target directory under target/, put in
+# front of the venv's packages with PYTHONPATH by the tests that drive it.
+cuda13="$root/target/py-cuda13"
+stamp13="$cuda13/.genv-requirements"
+if [ ! -f "$stamp13" ] || ! cmp -s "$stamp13" "$root/tests/python/requirements-cuda13.txt"; then
+    rm -rf "$cuda13"
+    "$venv/bin/pip" install --disable-pip-version-check -q --target "$cuda13" \
+        -r "$root/tests/python/requirements-cuda13.txt"
+    cp "$root/tests/python/requirements-cuda13.txt" "$stamp13"
 fi
 # The SDK (genv.sdk), built from sdk/ by maturin; rebuilt only when its sources change.
 sdk_stamp="$venv/.genv-sdk"

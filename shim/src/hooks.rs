@@ -24,6 +24,14 @@
 //! body runs) and `name` the wrapper's own name; the body runs under [`guard`] (a panic
 //! answers `panicked`).
 //!
+//! An optional `linked: [module]` (NVML's) exports, under each name, an entry for programs linked against the
+//! library instead of the wrapper itself: the real library calls some of its own exported
+//! functions through its PLT, which binds them to the first definition in the global scope,
+//! ours. The entry looks at its return address: a call from inside the library's code
+//! (`module::LO..module::HI`) goes straight to the real function (`<name>::passthru`), any other to
+//! the wrapper, so the program's calls follow the view and the driver's own calls mean what
+//! they mean without the shim (a remapped index remapped again would name another GPU).
+//!
 //! Several names share a body: `fn a | b | c (args)` when their signatures are the same (the
 //! `_v2` that only renamed, the three process-list generations), `fn a | b (x: T | U)` for a
 //! narrow-width twin (the pre-3.2 32-bit ABI: each argument's second type, where given, is the
@@ -43,11 +51,12 @@ macro_rules! hooks {
     (
         api {
             lib: $lib:path, ret: $ret:ty, missing: $missing:expr, panicked: $panicked:expr,
-            real: $real:ident, name: $nm:ident, attrs: [$(#[$attr:meta])*] $(,)?
+            real: $real:ident, name: $nm:ident, attrs: [$(#[$attr:meta])*]
+            $(, linked: [$($lk:ident)?])? $(,)?
         }
         $($decls:tt)*
     ) => {
-        $crate::hooks::hooks!(@munch { $lib, $ret, $missing, $panicked, $real, $nm, [$(#[$attr])*] } [] $($decls)*);
+        $crate::hooks::hooks!(@munch { $lib, $ret, $missing, $panicked, $real, $nm, [$(#[$attr])*], [$($($lk)?)?] } [] $($decls)*);
     };
 
     // Names sharing one signature.
@@ -72,7 +81,7 @@ macro_rules! hooks {
     };
 
     // All declared: the table of the API's names.
-    (@munch { $lib:path, $ret:ty, $missing:expr, $panicked:expr, $real:ident, $nm:ident, [$(#[$attr:meta])*] }
+    (@munch { $lib:path, $ret:ty, $missing:expr, $panicked:expr, $real:ident, $nm:ident, [$(#[$attr:meta])*], $lk:tt }
         [$($acc:ident)*]
     ) => {
         /// The shim's wrapper and the real slot of hooked name `name`, if it is one.
@@ -98,10 +107,15 @@ macro_rules! hooks {
         $($crate::hooks::hooks!(@fn $cfg $docs $n $args $body);)*
     };
 
+    (@linked [], $name:ident, $ret:ty, $missing:expr, $args:tt) => {};
+    (@linked [$lk:ident], $name:ident, $ret:ty, $missing:expr, $args:tt) => {
+        $crate::hooks::linked_entry!($lk, $name, $ret, $missing, $args);
+    };
+
     (@twin $t:ty) => { $t };
     (@twin $t:ty | $u:ty) => { $u };
 
-    (@fn { $lib:path, $ret:ty, $missing:expr, $panicked:expr, $real:ident, $nm:ident, [$(#[$attr:meta])*] }
+    (@fn { $lib:path, $ret:ty, $missing:expr, $panicked:expr, $real:ident, $nm:ident, [$(#[$attr:meta])*], [$($lk:ident)?] }
         [$(#[doc = $doc:literal])*] $name:ident ($($arg:ident : $ty:ty),*) $body:block
     ) => {
         /// The real function behind the wrapper of the same name.
@@ -122,6 +136,7 @@ macro_rules! hooks {
                         },
                     )
                 };
+            $crate::hooks::hooks!(@linked [$($lk)?], $name, $ret, $missing, ($($arg : $ty),*));
         }
 
         $(#[doc = $doc])*
@@ -147,4 +162,78 @@ macro_rules! hooks {
     };
 }
 
+/// The exported entry of a `linked` API's name (see the module documentation), and the real
+/// function it passes the library's own calls to.
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+macro_rules! linked_entry {
+    ($lk:ident, $name:ident, $ret:ty, $missing:expr, ($($arg:ident : $ty:ty),*)) => {
+        /// The real function, for the calls the real library makes to itself.
+        #[allow(non_snake_case, clippy::missing_safety_doc)]
+        pub unsafe extern "C" fn passthru($($arg: $ty),*) -> $ret {
+            match REAL.get() {
+                // SAFETY: the library's own function, called with the arguments it was given.
+                Some(f) => unsafe { f($($arg),*) },
+                None => $missing,
+            }
+        }
+
+        /// The name as programs linked against the library bind it.
+        ///
+        /// # Safety
+        /// As the library function.
+        #[cfg(target_arch = "x86_64")]
+        #[unsafe(naked)]
+        #[no_mangle]
+        #[allow(non_snake_case, unused_variables)]
+        pub unsafe extern "C" fn $name($($arg: $ty),*) -> $ret {
+            // The return address is at [rsp] on entry; r11 is free (caller-saved, no argument).
+            std::arch::naked_asm!(
+                "mov r11, [rsp]",
+                "cmp r11, [rip + {lo}]",
+                "jb 2f",
+                "cmp r11, [rip + {hi}]",
+                "jae 2f",
+                "jmp {passthru}",
+                "2:",
+                "jmp {wrapper}",
+                lo = sym $lk::LO,
+                hi = sym $lk::HI,
+                passthru = sym passthru,
+                wrapper = sym super::$name,
+            )
+        }
+
+        /// The name as programs linked against the library bind it.
+        ///
+        /// # Safety
+        /// As the library function.
+        #[cfg(target_arch = "aarch64")]
+        #[unsafe(naked)]
+        #[no_mangle]
+        #[allow(non_snake_case, unused_variables)]
+        pub unsafe extern "C" fn $name($($arg: $ty),*) -> $ret {
+            // The return address is in x30; x16 (IP0) may be clobbered at a call boundary.
+            std::arch::naked_asm!(
+                "adrp x16, {lo}",
+                "ldr x16, [x16, :lo12:{lo}]",
+                "cmp x30, x16",
+                "b.lo 2f",
+                "adrp x16, {hi}",
+                "ldr x16, [x16, :lo12:{hi}]",
+                "cmp x30, x16",
+                "b.hs 2f",
+                "b {passthru}",
+                "2:",
+                "b {wrapper}",
+                lo = sym $lk::LO,
+                hi = sym $lk::HI,
+                passthru = sym passthru,
+                wrapper = sym super::$name,
+            )
+        }
+    };
+}
+
 pub(crate) use hooks;
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+pub(crate) use linked_entry;

@@ -1,8 +1,8 @@
 /* Reads nvidia-smi's export table the way nvidia-smi does (dlopen, dlsym, uuid) and prints what
  * it sees: whether the table is the driver's own, its size, and the bus id of indices 0-2 through
- * slot 81 and slot 75; then a CPU's GPU set, and the compute processes of index 0 through `_v3`
- * (records of argv[1] bytes, default 24) and the detail list. Used against
- * tests/c/nvml_shim_fake.c. */
+ * slot 81 and slot 75; then a CPU's GPU set, the compute processes of index 0 through `_v3`
+ * (records of argv[1] bytes, default 24) and the detail list, its accounting pids and the
+ * accounting record's answer for each pid in argv[2..]. Used against tests/c/nvml_shim_fake.c. */
 #include <stdlib.h>
 #include <string.h>
 #include <dlfcn.h>
@@ -107,6 +107,25 @@ int main(int argc, char **argv) {
             printf(" %u=%llu", pid, used);
         }
         printf("\n");
+    }
+    typedef int (*acct_fn)(void *, unsigned *, unsigned *);
+    typedef int (*stats_fn)(void *, unsigned, unsigned long long *);
+    acct_fn acct = (acct_fn)dlsym(h, "nvmlDeviceGetAccountingPids");
+    stats_fn stats = (stats_fn)dlsym(h, "nvmlDeviceGetAccountingStats");
+    if (acct && stats && dev) {
+        unsigned pids[16], m = 0;
+        int probe = acct(dev, &m, NULL);
+        unsigned want = m;
+        m = 16;
+        int r = acct(dev, &m, pids);
+        printf("accounting probe %d %u; accounting %d %u:", probe, want, r, m);
+        for (unsigned i = 0; i < m && i < 16; i++)
+            printf(" %u", pids[i]);
+        printf("\n");
+        for (int i = 2; i < argc; i++) {
+            unsigned long long rec[8] = {0};
+            printf("stats %s %d\n", argv[i], stats(dev, (unsigned)strtoul(argv[i], NULL, 10), rec));
+        }
     }
     return 0;
 }

@@ -1,6 +1,6 @@
 /* A minimal libnvidia-ml.so.1 whose nvidia-smi export table has the size given by
- * FAKE_NVML_TABLE_SIZE (default 0x7a8, the 535 layout), to check that the shim wraps the 535
- * layout and hands any other one over untouched. Four GPUs; slot 81 writes the bus id of an
+ * FAKE_NVML_TABLE_SIZE (default 0x7a8, the 535 layout), to check how the shim serves a measured
+ * layout and one nobody measured. Four GPUs; slot 81 writes the bus id of an
  * NVML index as 535 does. The topology functions answer every GPU. Host GPU 2 runs the
  * compute processes listed in FAKE_NVML_PIDS ("pid:bytes,pid:bytes"), through the `_v3` list
  * and, unless built with -DFAKE_CC_V3, the detail list; with -DFAKE_CC_V3 the library looks like
@@ -82,14 +82,10 @@ int nvmlSystemGetTopologyGpuSet(unsigned cpu, unsigned *count, void **out) {
     return all_devices(count, out);
 }
 
-/* Records: pid u32 at 0, used u64 at 8, instance ids at 16 and 20, [cc memory u64 at 24]. */
-static int procs(void *d, unsigned *count, unsigned char *out, size_t stride) {
-    unsigned pids[16];
-    unsigned long long used[16];
+/* The processes of FAKE_NVML_PIDS on device `d` (all on host GPU 2): their count. */
+static unsigned parse_pids(void *d, unsigned pids[16], unsigned long long used[16]) {
     unsigned n = 0;
     const char *s = getenv("FAKE_NVML_PIDS");
-    if (!count || (int *)d < devices || (int *)d >= devices + GPUS)
-        return 2;
     while (s && *s && n < 16) {
         char *end;
         pids[n] = (unsigned)strtoul(s, &end, 10);
@@ -99,8 +95,43 @@ static int procs(void *d, unsigned *count, unsigned char *out, size_t stride) {
         if (end == s && *s)
             break;
     }
-    if ((int *)d != &devices[2])
-        n = 0;
+    return (int *)d == &devices[2] ? n : 0;
+}
+
+/* Accounting (as with accounting mode on): the pids of FAKE_NVML_PIDS, and a record each. */
+int nvmlDeviceGetAccountingPids(void *d, unsigned *count, unsigned *out) {
+    unsigned pids[16];
+    unsigned long long used[16];
+    if (!count || (int *)d < devices || (int *)d >= devices + GPUS)
+        return 2;
+    unsigned n = parse_pids(d, pids, used);
+    if (*count < n) {
+        *count = n;
+        return 7;
+    }
+    *count = n;
+    memcpy(out, pids, n * sizeof *pids);
+    return 0;
+}
+int nvmlDeviceGetAccountingStats(void *d, unsigned pid, unsigned long long *stats) {
+    unsigned pids[16];
+    unsigned long long used[16];
+    unsigned n = parse_pids(d, pids, used);
+    for (unsigned i = 0; i < n; i++)
+        if (pids[i] == pid) {
+            stats[0] = used[i];
+            return 0;
+        }
+    return 6;
+}
+
+/* Records: pid u32 at 0, used u64 at 8, instance ids at 16 and 20, [cc memory u64 at 24]. */
+static int procs(void *d, unsigned *count, unsigned char *out, size_t stride) {
+    unsigned pids[16];
+    unsigned long long used[16];
+    if (!count || (int *)d < devices || (int *)d >= devices + GPUS)
+        return 2;
+    unsigned n = parse_pids(d, pids, used);
     if (*count < n) {
         *count = n;
         return 7;

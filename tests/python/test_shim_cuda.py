@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from conftest import GENV, LIBCUDA, SHIM, require_built
+from conftest import GENV, LIBCUDA, ROOT, SHIM, require_built
 
 MIB = 1 << 20
 GIB = 1 << 30
@@ -116,6 +116,61 @@ def test_cuda_bindings_outside_unchanged(sim, tmp_path):
     assert out["devs"][0][1] == 2 * GIB
     # It allocated until the whole simulated device was full.
     assert out["allocs"] == 8
+
+
+# cuda-bindings 13, apart from the venv's 12 (scripts/setup-venv.sh), against a driver reporting
+# CUDA 13.0: it asks cuGetProcAddress_v2 for CUDA 13 versions of every entry point.
+CUDA13 = ROOT / "target" / "py-cuda13"
+
+# After CUDA_BINDINGS (the primary context of device 0 is current): the client's and driver's
+# versions, and two entry points whose CUDA 13 default is a `_v2` taking a context.
+CUDA13_EXTRA = r"""
+from cuda import bindings
+err, version = cu.cuDriverGetVersion()
+err, dev = cu.cuCtxGetDevice_v2(ctx)
+(sync,) = cu.cuCtxSynchronize_v2(ctx)
+print(json.dumps(dict(bindings=bindings.__version__, driver=version, dev=[err.name, int(dev)],
+                      sync=sync.name)))
+"""
+
+
+def cuda13_env(**extra):
+    if not (CUDA13 / "cuda" / "bindings").is_dir():
+        pytest.skip(f"{CUDA13} missing: run scripts/setup-venv.sh")
+    return {"PYTHONPATH": CUDA13, "GENV_SIM_CUDA_VERSION": "13000", **extra}
+
+
+def test_cuda_bindings_13_sees_the_environment(sim, tmp_path):
+    hosts = host_uuids(sim)
+    p = sim.run(GENV, "exec", "--gpus", "2", "--gpu-memory", "1gi", "--", sys.executable, "-c",
+                CUDA_BINDINGS + CUDA13_EXTRA,
+                env={"GENV_TMPDIR": tmp_path / "genv", **cuda13_env(GENV_SIM_CUDA_ORDER="reverse")})
+    first, last = (json.loads(line) for line in p.stdout.strip().splitlines()[-2:])
+    assert last["bindings"].startswith("13.") and last["driver"] == 13000, last
+    assert last["dev"] == ["CUDA_SUCCESS", 0] and last["sync"] == "CUDA_SUCCESS", last
+    assert first["count"] == 2
+    assert [d[0] for d in first["devs"]] == hosts[:2]
+    assert all(d[1] == GIB for d in first["devs"])
+    assert first["info0"] == [GIB, GIB]
+    assert first["allocs"] == 4 and first["err"] == "CUDA_ERROR_OUT_OF_MEMORY"
+    assert first["info1"] == [0, GIB]
+    assert first["free2"] == GIB
+
+
+def test_cuda_bindings_13_outside_unchanged(sim, tmp_path):
+    p = sim.python(CUDA_BINDINGS + CUDA13_EXTRA, env=cuda13_env(
+        LD_PRELOAD=SHIM, GENV_TMPDIR=tmp_path / "genv", GENV_SIM_GPU_MEMORY="2gi"))
+    first, last = (json.loads(line) for line in p.stdout.strip().splitlines()[-2:])
+    assert last["bindings"].startswith("13.") and last["driver"] == 13000
+    assert first["count"] == 4 and first["devs"][0][1] == 2 * GIB and first["allocs"] == 8
+
+
+def test_cuda_bindings_12_against_a_12_driver(sim):
+    # The venv's own client, against the default driver: CUDA 12.x.
+    p = sim.python("from cuda import bindings; from cuda.bindings import driver as cu; "
+                   "cu.cuInit(0); print(bindings.__version__, cu.cuDriverGetVersion()[1])")
+    version, driver = p.stdout.split()
+    assert version.startswith("12.") and 12000 <= int(driver) < 13000
 
 
 def test_numba_driver_level(sim, tmp_path):

@@ -75,11 +75,13 @@ class Env:
         return self.run(sys.executable, "-c", code, *args, **kwargs)
 
 
-def start_env(sim, state_dir: Path, genv_args: list[str], plan: list[list[int]]) -> Env:
-    """`genv exec <genv_args> -- <anchor>` holding memory as `plan` says; returns once held."""
+def start_env(sim, state_dir: Path, genv_args: list[str], plan: list[list[int]],
+              cli: dict | None = None) -> Env:
+    """`genv exec <genv_args> -- <anchor>` holding memory as `plan` says; returns once held.
+    `cli`: variables for genv and the environment's processes, on top of sim.env."""
     p = sim.spawn(
         GENV, "exec", *genv_args, "--", sys.executable, "-c", ANCHOR, HOLD, json.dumps(plan),
-        env={"GENV_TMPDIR": state_dir},
+        env={"GENV_TMPDIR": state_dir, **(cli or {})},
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     deadline = time.monotonic() + 60
@@ -343,6 +345,51 @@ def test_context_only_process_is_listed(sim, tmp_path, outsider):
     assert out.strip() == "0 MiB, 81559 MiB"  # no capacity set: the physical size
 
 
+# --- a program linked with -lnvidia-ml ------------------------------------------------------
+
+
+@pytest.fixture
+def nvml_linked(tmp_path):
+    """tests/c/nvml_linked.c, linked against the simulated libnvidia-ml (no dlopen, no dlsym)."""
+    exe = tmp_path / "nvml_linked"
+    p = subprocess.run(
+        ["cc", "-O1", "-Wall", "-o", exe, ROOT / "tests" / "c" / "nvml_linked.c",
+         f"-L{LIBNVML.parent}", "-lnvidia-ml"],
+        capture_output=True, text=True,
+    )
+    if p.returncode != 0:
+        pytest.fail(f"cc: {p.stderr}")
+    return exe
+
+
+def test_linked_program_sees_the_view(env23, host, outsider, nvml_linked):
+    # The shim's NVML names are exported, so a linked program binds them; the simulated
+    # library's own calls through the global scope (v1 by-index lookup, export table) still
+    # reach the real functions.
+    a, b = env23.pids
+    out = env23.run(nvml_linked, host[0]["uuid"], host[0]["bus_id"]).stdout.splitlines()
+    cap = CAP_MIB * MIB
+    assert out == [
+        "count 0 2 0 2",
+        f"gpu 0: index 0 {host[2]['uuid']} same 1 1; mem {cap} {GIB} {cap} {GIB}; procs {a}={GIB}",
+        f"gpu 1: index 1 {host[3]['uuid']} same 1 1; mem {cap} {512 * MIB} {cap} {512 * MIB}; "
+        f"procs {b}={512 * MIB}",
+        "by uuid 6; by bus id 6",  # the host's GPU 0 is not attached: NOT_FOUND
+    ]
+
+
+def test_linked_program_outside(sim, tmp_path, env23, host, outsider, nvml_linked):
+    # Preloaded outside an environment, and not preloaded: the whole machine.
+    total = 81559 * MIB
+    for extra in ({"LD_PRELOAD": SHIM, "GENV_TMPDIR": tmp_path / "genv"}, {}):
+        out = sim.run(nvml_linked, host[0]["uuid"], host[0]["bus_id"], env=extra).stdout
+        lines = out.splitlines()
+        assert lines[0] == "count 0 4 0 4"
+        assert f"gpu 2: index 2 {host[2]['uuid']} same 1 1; mem {total} {3 * GIB} " in lines[3]
+        assert f"{outsider.pid}={2 * GIB}" in lines[3] and f"{env23.pids[0]}={GIB}" in lines[3]
+        assert lines[-1] == "by uuid 0; by bus id 0"
+
+
 # --- gpustat / nvitop -----------------------------------------------------------------------
 
 
@@ -369,7 +416,7 @@ def test_nvitop_once(env23, outsider):
 
 
 
-# --- nvidia-smi's export table: only the 535 layout is rewritten ------------------------------
+# --- nvidia-smi's export table, against a driver shape the simulated machine does not have -----
 
 
 @pytest.fixture
@@ -409,21 +456,23 @@ def test_export_table_535_layout_follows_view(env23, fake_nvml):
     ]
 
 
-def test_export_table_other_layout_passes_through(env23, fake_nvml):
+def test_export_table_unmeasured_layout_is_served_as_the_newest(env23, fake_nvml):
+    # A size no measured driver has (a newer driver's): read as 555's table and only as far as
+    # it goes, so nvidia-smi can reach no slot nobody measured; the index slots follow the view.
     p = env23.run(
         fake_nvml / "client",
-        env={"LD_LIBRARY_PATH": fake_nvml, "FAKE_NVML_TABLE_SIZE": "0x800", "GENV_LOG": "debug"},
+        env={"LD_LIBRARY_PATH": fake_nvml, "FAKE_NVML_TABLE_SIZE": "0x900", "GENV_LOG": "debug"},
     )
     assert p.stdout.splitlines()[:7] == [
         "count 2",
-        "own 1",  # the driver's own table, untouched
-        "size 0x800",
-        "index 0: 81 -> 0 0000:18:00.0; 75 -> 0 18",
-        "index 1: 81 -> 0 0000:28:00.0; 75 -> 0 28",
-        "index 2: 81 -> 0 0000:38:00.0; 75 -> 0 38",
+        "own 0",
+        "size 0x7f8",
+        "index 0: 81 -> 0 0000:38:00.0; 75 -> 0 38",
+        "index 1: 81 -> 0 0000:48:00.0; 75 -> 0 48",
+        "index 2: 81 -> 2 -; 75 -> 2 00",
         "gpu set probe 0 2; gpu set 0 2: 0 1",
     ]
-    assert "export table has size 0x800, not 535's 0x7a8" in p.stderr, p.stderr
+    assert "export table has size 0x900, which no measured driver has: served as 555's" in p.stderr
 
 
 def test_process_lists_follow_driver_layout(env23, fake_nvml, outsider):
@@ -442,3 +491,54 @@ def test_process_lists_follow_driver_layout(env23, fake_nvml, outsider):
             assert detail == [f"detail probe 7 1; detail 0 1: {a}={GIB}"]
         else:
             assert detail == []
+
+
+def test_process_lists_longer_than_the_first_buffer(env23, fake_nvml, outsider):
+    # More processes on the GPU than the shim first asks the driver for: it asks again with room.
+    a = env23.pids[0]
+    pids = ",".join([f"{outsider.pid + 100000 + i}:1" for i in range(14)] + [f"{a}:7777"])
+    out = env23.run(
+        fake_nvml / "client", env={"LD_LIBRARY_PATH": fake_nvml, "FAKE_NVML_PIDS": pids}
+    ).stdout.splitlines()
+    assert f"v3 probe 7 1; v3 0 1: {a}={GIB}" in out, out
+
+
+def test_accounting_shows_the_environment_only(env23, fake_nvml, outsider):
+    # Accounting names processes too (nvidia-smi --query-accounted-apps): the environment's only,
+    # and another process's record is not found.
+    a = env23.pids[0]
+    env = {"LD_LIBRARY_PATH": fake_nvml, "FAKE_NVML_PIDS": f"{outsider.pid}:9999,{a}:7777"}
+    args = [fake_nvml / "client", "24", outsider.pid, a]
+    out = env23.run(*args, env=env).stdout.splitlines()
+    assert f"accounting probe 7 1; accounting 0 1: {a}" in out, out
+    assert f"stats {outsider.pid} 6" in out and f"stats {a} 0" in out, out
+
+
+UTILIZATION = r"""
+import json, pynvml as N
+N.nvmlInit()
+out = {}
+for name in ("nvmlDeviceGetProcessUtilization", "nvmlDeviceGetProcessesUtilizationInfo"):
+    rows = []
+    for i in range(N.nvmlDeviceGetCount()):
+        try:
+            rows.append(sorted(s.pid for s in getattr(N, name)(N.nvmlDeviceGetHandleByIndex(i), 0)))
+        except N.NVMLError as e:
+            rows.append(e.value)
+    out[name] = rows
+print(json.dumps(out))
+"""
+
+
+def test_process_utilization_shows_the_environment_only(sim, env23, outsider):
+    # Utilisation samples name processes (nvitop, pynvml users): the environment's only, and
+    # NOT_FOUND (as the driver answers without samples) where it has none. The detail struct
+    # of 550 on, through that generation's library.
+    a, b = env23.pids
+    gen550 = {"GENV_SIM_DRIVER": 550, "LD_LIBRARY_PATH": f"{LIBNVML.parent / 'nvml-550'}:{LIBNVML.parent}"}
+    inside = json.loads(env23.python(UTILIZATION, env=gen550).stdout)
+    for name in ("nvmlDeviceGetProcessUtilization", "nvmlDeviceGetProcessesUtilizationInfo"):
+        assert inside[name] == [[a], [b]], (name, inside)
+    outside = json.loads(sim.python(UTILIZATION, env=gen550).stdout)["nvmlDeviceGetProcessUtilization"]
+    not_found = 6
+    assert outside[2] == sorted([outsider.pid, a]) and outside[3] == [b] and outside[0] == not_found

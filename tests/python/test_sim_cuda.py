@@ -337,3 +337,29 @@ def test_numba_cuda_driver_level(sim):
     assert used >= nbytes
     assert "roundtrip True" in out
     assert f"total {81559 * MiB}" in out
+
+
+@pytest.mark.parametrize("bindings", ["12", "13"])
+def test_every_entry_point_cuda_bindings_asks_for_is_known(sim, bindings):
+    """The variant table (genv_abi::procaddr) knows every (name, version) cuda-bindings 12 and 13
+    ask cuGetProcAddress_v2 for: none is answered 'symbol not found' (status 1). Functions this
+    simulator does not implement still resolve to their variant, then answer NOT_FOUND."""
+    env = {"GENV_SIM_TRACE": "1"}
+    if bindings == "13":
+        cuda13 = ROOT / "target" / "py-cuda13"
+        if not (cuda13 / "cuda" / "bindings").is_dir():
+            pytest.skip(f"{cuda13} missing: run scripts/setup-venv.sh")
+        env.update(PYTHONPATH=str(cuda13), GENV_SIM_CUDA_VERSION="13000")
+    p = sim.python("from cuda import bindings; from cuda.bindings import driver as d; "
+                   "d.cuInit(0); print(bindings.__version__)", env=env)
+    assert p.stdout.startswith(bindings + "."), p.stdout
+    asked = re.findall(r"^\[genv-sim-cuda\] cuGetProcAddress (\S+) (\d+) (\d+) -> (.*)$",
+                       p.stderr, re.M)
+    assert len(asked) > 400, p.stderr[-2000:]
+    unknown = [a for a in asked if a[3].startswith("status")]
+    assert unknown == [], unknown
+    if bindings == "13":
+        assert max(int(a[1]) for a in asked) >= 13000
+        answers = {(a[0], a[1]): a[3] for a in asked}
+        assert answers[("cuCtxGetDevice", "13000")] == "cuCtxGetDevice_v2"
+        assert answers[("cuMemAlloc", "3020")] == "cuMemAlloc_v2"

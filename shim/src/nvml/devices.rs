@@ -34,16 +34,15 @@ pub(super) fn host_index(dev: Device) -> Result<u32, Ret> {
     }
 }
 
-/// The environment's processes on NVML device `host`, with what each holds there.
-pub(super) fn env_processes(host: u32) -> Vec<(u32, u64)> {
-    match crate::view::get() {
-        Some(v) => v
-            .env_pids()
-            .into_iter()
-            .map(|pid| (pid, v.pid_used(pid, host)))
-            .collect(),
-        None => Vec::new(),
-    }
+/// The environment's processes (one scan of the ledger).
+pub(super) fn env_pids() -> Vec<u32> {
+    crate::view::get().map_or_else(Vec::new, |v| v.env_pids())
+}
+
+/// What process `pid` of the environment holds on NVML device `host` (one scan of the ledger:
+/// asked only for the processes a list keeps).
+pub(super) fn pid_used(pid: u32, host: u32) -> u64 {
+    crate::view::get().map_or(0, |v| v.pid_used(pid, host))
 }
 
 /// Whether process `pid` was started in this environment although it has no ledger slot: the

@@ -25,11 +25,12 @@ pub(crate) type Device = *mut c_void;
 
 mod devices;
 mod export;
+pub mod linked;
 mod procs;
 mod topology;
 
 use devices::{host_index, host_of_virtual, in_env, virtual_of_host};
-pub use procs::DetailList;
+pub use procs::{DetailList, UtilizationInfo};
 
 /// The shim's wrapper for NVML name `name`, when it has one. The hook asks only for names the
 /// real NVML defines, so a wrapper never makes a client believe in a function the driver lacks.
@@ -41,15 +42,18 @@ hooks! {
     api {
         lib: real::NVML, ret: Ret, missing: ERROR_FUNCTION_NOT_FOUND,
         panicked: ERROR_UNKNOWN, real: real, name: NAME, attrs: [],
+        linked: [linked],
     }
 
     // Initialisation: where the process's environment is looked at again.
 
     fn nvmlInit | nvmlInit_v2 () {
+        linked::note();
         crate::view::follow();
         real()
     }
     fn nvmlInitWithFlags(flags: c_uint) {
+        linked::note();
         crate::view::follow();
         real(flags)
     }
@@ -116,6 +120,24 @@ hooks! {
     fn nvmlDeviceGetRunningProcessDetailList(dev: Device, list: *mut DetailList) {
         procs::detail_list(real, dev, list)
     }
+    /// Utilisation samples and accounting name processes too.
+    fn nvmlDeviceGetProcessUtilization(dev: Device, samples: *mut u8, count: *mut c_uint, since: u64) {
+        procs::utilization(|b, n| real(dev, b, n, since), dev, samples, count)
+    }
+    fn nvmlDeviceGetProcessesUtilizationInfo(dev: Device, info: *mut UtilizationInfo) {
+        procs::utilization_info(real, dev, info)
+    }
+    fn nvmlDeviceGetAccountingPids(dev: Device, count: *mut c_uint, pids: *mut c_uint) {
+        procs::pid_list(|n, b| real(dev, n, b), count, pids)
+    }
+    /// Another environment's process has no accounting record, as far as this one can tell.
+    fn nvmlDeviceGetAccountingStats(dev: Device, pid: c_uint, stats: *mut c_void) {
+        if procs::foreign(pid) {
+            ERROR_NOT_FOUND
+        } else {
+            real(dev, pid, stats)
+        }
+    }
 
     // Lists of device handles: the view's only.
 
@@ -131,7 +153,9 @@ hooks! {
 
     // nvidia-smi's private export table.
 
+    /// Callable before `nvmlInit`, so also a first use.
     fn nvmlInternalGetExportTable(table: *mut *const c_void, uuid: *const [u8; 16]) {
+        linked::note();
         export::get(real(table, uuid), table, uuid)
     }
 }

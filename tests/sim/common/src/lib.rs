@@ -6,12 +6,17 @@
 //!   permutation such as `2,0,3,1`: CUDA ordinal -> NVML index, since the real driver orders
 //!   devices fastest-first and NVML by PCI bus) and `GENV_SIM_CONTEXT_MEMORY` (what a CUDA
 //!   context costs on a device, default 0). Names, UUIDs, serials and PCI bus ids are stable.
+//!   `GENV_SIM_DRIVER` (470, 525, 535, 550 or 555; default 535) picks the driver generation
+//!   the machine plays (`genv_abi::nvml::export::GENERATIONS`: version strings, CUDA version,
+//!   nvidia-smi's export table, which NVML functions exist); `GENV_SIM_CUDA_VERSION` (e.g.
+//!   13000) overrides the CUDA version it reports.
 //! - [`Ledger`]: a small memory-mapped file in `GENV_SIM_DIR` (default `/tmp/genv-sim`) where every
 //!   process records what it holds on each device, so that one process's allocations show up in
 //!   another's NVML memory use and process list, as on a real GPU. Each process owns a slot and
 //!   holds a POSIX record lock on the slot's byte; the kernel drops the lock when the process
 //!   dies, so a dead process's memory is released (pid reuse cannot keep it alive).
 
+use genv_abi::nvml::export::{self, Generation};
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::io::AsRawFd;
@@ -53,9 +58,35 @@ pub struct Machine {
     pub cuda_order: Vec<usize>,
     /// Bytes a CUDA context takes on its device.
     pub context_memory: u64,
+    /// The driver generation played (`GENV_SIM_DRIVER`).
+    pub driver: &'static Generation,
     pub driver_version: &'static str,
-    /// As `cuDriverGetVersion` reports it (12020 = CUDA 12.2).
+    /// As `cuDriverGetVersion` reports it (12020 = CUDA 12.2): the generation's, unless
+    /// `GENV_SIM_CUDA_VERSION` says otherwise.
     pub cuda_version: i32,
+}
+
+/// The generation of `GENV_SIM_DRIVER` (default 535); an unknown one is said once and replaced
+/// by the default, so that a typo cannot pass for a measured driver silently.
+fn driver_from_env() -> &'static Generation {
+    const DEFAULT: u32 = 535;
+    let Ok(v) = std::env::var("GENV_SIM_DRIVER") else {
+        return export::generation(DEFAULT).expect("the default generation is measured");
+    };
+    match v.trim().parse().ok().and_then(export::generation) {
+        Some(g) => g,
+        None => {
+            let known: Vec<String> = export::GENERATIONS
+                .iter()
+                .map(|g| g.major.to_string())
+                .collect();
+            eprintln!(
+                "genv-sim: GENV_SIM_DRIVER={v:?} is not one of {}; playing {DEFAULT}",
+                known.join(", ")
+            );
+            export::generation(DEFAULT).expect("the default generation is measured")
+        }
+    }
 }
 
 /// Parses `42mi`, `4g`, `44040192`, `81559mi`: units `b k m g ki mi gi` (k = 1000, ki = 1024).
@@ -162,12 +193,18 @@ impl Machine {
             }
             _ => (0..n).collect(),
         };
+        let driver = driver_from_env();
+        let cuda_version = std::env::var("GENV_SIM_CUDA_VERSION")
+            .ok()
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(driver.cuda_version);
         Machine {
             gpus,
             cuda_order,
             context_memory,
-            driver_version: "535.261.03",
-            cuda_version: 12020,
+            driver,
+            driver_version: driver.driver_version,
+            cuda_version,
         }
     }
 

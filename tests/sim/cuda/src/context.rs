@@ -320,6 +320,21 @@ pub unsafe extern "C" fn cuCtxGetDevice(device: *mut CUdevice) -> CUresult {
     })
 }
 
+/// CUDA 13: the device of `ctx`, or of the current context when NULL.
+#[no_mangle]
+pub unsafe extern "C" fn cuCtxGetDevice_v2(device: *mut CUdevice, ctx: CUcontext) -> CUresult {
+    ffi(|| {
+        let d = driver();
+        let ord = if ctx.is_null() {
+            d.current()?.1.ord
+        } else {
+            d.ready()?;
+            d.live_ctx(ctx as usize)?.ord
+        };
+        out(device, ord as CUdevice)
+    })
+}
+
 #[no_mangle]
 pub unsafe extern "C" fn cuCtxGetFlags(flags: *mut c_uint) -> CUresult {
     ffi(|| {
@@ -347,6 +362,20 @@ pub unsafe extern "C" fn cuCtxGetId(ctx: CUcontext, id: *mut u64) -> CUresult {
 #[no_mangle]
 pub unsafe extern "C" fn cuCtxSynchronize() -> CUresult {
     ffi(|| driver().current().map(|_| ()))
+}
+
+/// CUDA 13: synchronises `ctx`, or the current context when NULL (nothing ever runs here).
+#[no_mangle]
+pub unsafe extern "C" fn cuCtxSynchronize_v2(ctx: CUcontext) -> CUresult {
+    ffi(|| {
+        let d = driver();
+        if ctx.is_null() {
+            d.current().map(|_| ())
+        } else {
+            d.ready()?;
+            d.live_ctx(ctx as usize).map(|_| ())
+        }
+    })
 }
 
 #[no_mangle]

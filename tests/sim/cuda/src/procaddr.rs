@@ -52,6 +52,7 @@ exports!(
     cuCtxGetCacheConfig,
     cuCtxGetCurrent,
     cuCtxGetDevice,
+    cuCtxGetDevice_v2,
     cuCtxGetFlags,
     cuCtxGetId,
     cuCtxGetLimit,
@@ -64,6 +65,7 @@ exports!(
     cuCtxSetCurrent,
     cuCtxSetLimit,
     cuCtxSynchronize,
+    cuCtxSynchronize_v2,
     cuDeviceCanAccessPeer,
     cuDeviceComputeCapability,
     cuDeviceGet,
@@ -231,6 +233,22 @@ exports!(
     cuStreamWaitEvent_ptsz,
 );
 
+/// `GENV_SIM_TRACE=1`: every request and the variant it resolves to, on stderr (how to see what
+/// a client asks for: cuda-bindings resolves its ~500 entry points this way at import).
+fn trace(name: &str, version: c_int, flags: u64, answer: &Result<&str, u32>) {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    let on = *ON
+        .get_or_init(|| std::env::var("GENV_SIM_TRACE").is_ok_and(|v| !v.is_empty() && v != "0"));
+    if on {
+        let found = match answer {
+            Ok(sym) if lookup(sym).is_some() => sym.to_string(),
+            Ok(sym) => format!("{sym} (not simulated)"),
+            Err(s) => format!("status {s}"),
+        };
+        eprintln!("[genv-sim-cuda] cuGetProcAddress {name} {version} {flags} -> {found}");
+    }
+}
+
 unsafe fn get_proc(
     symbol: *const c_char,
     pfn: *mut *mut c_void,
@@ -251,7 +269,9 @@ unsafe fn get_proc(
     }
     pfn.write(std::ptr::null_mut());
     let name = CStr::from_ptr(symbol).to_str().unwrap_or("");
-    match resolve(name, version, flags) {
+    let answer = resolve(name, version, flags);
+    trace(name, version, flags, &answer);
+    match answer {
         Ok(sym) => match lookup(sym) {
             Some(p) => {
                 pfn.write(p);

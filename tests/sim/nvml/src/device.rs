@@ -2,6 +2,8 @@
 
 use std::ffi::{c_char, c_int, c_uint, c_ulonglong};
 
+use std::sync::OnceLock;
+
 use genv_sim_common::{ledger, normalize_bus_id};
 
 use crate::*;
@@ -40,6 +42,20 @@ unsafe fn handle_by_index(index: c_uint, device: *mut sys::nvmlDevice_t) -> Resu
         return Err(INVALID_ARGUMENT);
     }
     out(device, handle_of(index as usize))
+}
+
+/// The v1 lookup calls v2 as the real one does: through the global scope (`crate::global`).
+unsafe fn handle_by_index_v1(index: c_uint, device: *mut sys::nvmlDevice_t) -> Result<(), Ret> {
+    type HandleByIndex = unsafe extern "C" fn(c_uint, *mut sys::nvmlDevice_t) -> Ret;
+    static V2: OnceLock<usize> = OnceLock::new();
+    match *V2.get_or_init(|| global(c"nvmlDeviceGetHandleByIndex_v2") as usize) {
+        0 => handle_by_index(index, device),
+        // SAFETY: the address of nvmlDeviceGetHandleByIndex_v2, whichever library defines it.
+        f => match std::mem::transmute::<usize, HandleByIndex>(f)(index, device) {
+            SUCCESS => Ok(()),
+            e => Err(e),
+        },
+    }
 }
 
 unsafe fn handle_by_bus_id(
@@ -126,7 +142,7 @@ nvml! {
         out(device_count, count())
     }
     fn nvmlDeviceGetHandleByIndex(index: c_uint, device: *mut sys::nvmlDevice_t) {
-        handle_by_index(index, device)
+        handle_by_index_v1(index, device)
     }
     fn nvmlDeviceGetHandleByIndex_v2(index: c_uint, device: *mut sys::nvmlDevice_t) {
         handle_by_index(index, device)
@@ -226,6 +242,27 @@ nvml! {
     }
     fn nvmlDeviceGetPciInfo_v3(device: sys::nvmlDevice_t, pci: *mut sys::nvmlPciInfo_t) {
         out(pci, pci_info(crate::device(device)?))
+    }
+    // 550 on: nvidia-smi's bus id columns and `-q` PCI section.
+    fn nvmlDeviceGetPciInfoExt(device: sys::nvmlDevice_t, pci: *mut sys::nvmlPciInfoExt_t) {
+        let g = crate::device(device)?;
+        if pci.is_null() {
+            return Err(INVALID_ARGUMENT);
+        }
+        // SAFETY: plain C struct of integers and a char array; all zeroes is a valid value.
+        let mut p: sys::nvmlPciInfoExt_t = std::mem::zeroed();
+        // The caller sets `version`; kept as given.
+        p.version = (*pci).version;
+        fill_field(&mut p.busId, &g.bus_id);
+        p.domain = g.pci_domain;
+        p.bus = g.pci_bus;
+        p.device = g.pci_device;
+        p.pciDeviceId = PCI_DEVICE_ID;
+        p.pciSubSystemId = PCI_SUBSYSTEM_ID;
+        // Display controller, 3D controller: what a datacenter GPU reports.
+        p.baseClass = 0x03;
+        p.subClass = 0x02;
+        out(pci, p)
     }
 
     fn nvmlDeviceGetMemoryInfo(device: sys::nvmlDevice_t, memory: *mut sys::nvmlMemory_t) {

@@ -1,9 +1,22 @@
 //! Test-double `libnvidia-ml.so.1` over the simulated GPU machine (see tests/sim/common).
 //!
 //! Every entry point has NVML's real name, signature and return codes, so unmodified clients
-//! (stock nvidia-smi 535, pynvml, nvitop, gpustat) can `dlopen` it through `LD_LIBRARY_PATH`.
-//! Device identity comes from `genv_sim_common::machine()`, memory use and compute processes
-//! from the cross-process ledger the simulated libcuda writes.
+//! (stock nvidia-smi of every measured generation, pynvml, nvitop, gpustat) can `dlopen` it
+//! through `LD_LIBRARY_PATH`, or link against it. Device identity comes from
+//! `genv_sim_common::machine()`, memory use and compute processes from the cross-process ledger
+//! the simulated libcuda writes.
+//!
+//! `GENV_SIM_DRIVER` picks the generation played (see `genv_abi::nvml::export::GENERATIONS`):
+//! its version strings and its export table (`export`). Which functions exist is the file's:
+//! the library built here has every generation's; `make sim` also writes, per generation,
+//! `target/sim/nvml-<major>/libnvidia-ml.so.1` without the functions that generation's library
+//! lacks (`genv-sim-generations`), so that clients probing for a symbol find what they would.
+//!
+//! Like the real libraries (measured on 470-555: their own `nvmlInit_v2`, v1
+//! `nvmlDeviceGetHandleByIndex` and export-table slots call `nvmlInitWithFlags` /
+//! `nvmlDeviceGetHandleByIndex_v2` through their PLT), a few entry points reach others through
+//! the global scope (`global`), where a preloaded library that exports the same names comes
+//! first.
 //!
 //! `GENV_SIM_TRACE=1` prints every call and its return code to stderr: clients look functions
 //! up with `dlsym` at first use, so this is how to see what a client needs.
@@ -11,7 +24,7 @@
 // The C ABI is the contract of every exported function: callers pass NVML's pointers.
 #![allow(clippy::missing_safety_doc)]
 
-use std::ffi::{c_char, CStr};
+use std::ffi::{c_char, c_void, CStr};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::OnceLock;
@@ -76,6 +89,27 @@ macro_rules! not_supported {
             NOT_SUPPORTED
         }
     )*};
+}
+
+/// The address of NVML function `name` as a library linked against NVML binds it: looked up in
+/// the global scope from here (glibc's own `dlsym`, found past any preloaded one), so a
+/// preloaded library exporting the name comes first, as it does for the real libraries' PLT.
+fn global(name: &CStr) -> *mut c_void {
+    type Dlsym = unsafe extern "C" fn(*mut c_void, *const c_char) -> *mut c_void;
+    static DLSYM: OnceLock<usize> = OnceLock::new();
+    let f = *DLSYM.get_or_init(|| {
+        [c"GLIBC_2.34", c"GLIBC_2.2.5", c"GLIBC_2.17"]
+            .iter()
+            // SAFETY: dlvsym with NUL-terminated strings.
+            .map(|v| unsafe { libc::dlvsym(libc::RTLD_NEXT, c"dlsym".as_ptr(), v.as_ptr()) })
+            .find(|p| !p.is_null())
+            .map_or(0, |p| p as usize)
+    });
+    if f == 0 {
+        return std::ptr::null_mut();
+    }
+    // SAFETY: glibc's dlsym, with a NUL-terminated name.
+    unsafe { std::mem::transmute::<usize, Dlsym>(f)(libc::RTLD_DEFAULT, name.as_ptr()) }
 }
 
 mod device;

@@ -35,6 +35,20 @@ pub(crate) unsafe fn list<T>(
     infos: *mut T,
     make: impl Fn(&ProcUsage) -> T,
 ) -> Result<(), Ret> {
+    list_with(device, kind, count, infos.is_null(), |i, p| {
+        infos.add(i).write_unaligned(make(p))
+    })
+}
+
+/// The sizing protocol of [`list`], with `write(i, process)` filling record `i` of a buffer
+/// that is there unless `no_buffer`.
+pub(crate) unsafe fn list_with(
+    device: sys::nvmlDevice_t,
+    kind: Kind,
+    count: *mut c_uint,
+    no_buffer: bool,
+    mut write: impl FnMut(usize, &ProcUsage),
+) -> Result<(), Ret> {
     let g = crate::device(device)?;
     if count.is_null() {
         return Err(INVALID_ARGUMENT);
@@ -48,11 +62,11 @@ pub(crate) unsafe fn list<T>(
     if procs.is_empty() {
         return Ok(());
     }
-    if infos.is_null() {
+    if no_buffer {
         return Err(INVALID_ARGUMENT);
     }
     for (i, p) in procs.iter().enumerate() {
-        infos.add(i).write_unaligned(make(p));
+        write(i, p);
     }
     Ok(())
 }
@@ -70,6 +84,80 @@ fn v2(p: &ProcUsage) -> sys::nvmlProcessInfo_v2_t {
         usedGpuMemory: p.used,
         gpuInstanceId: NO_INSTANCE,
         computeInstanceId: NO_INSTANCE,
+    }
+}
+
+/// Utilisation samples of the compute processes (all idle), in NVML's sizing protocol; no
+/// process at all is NVML_ERROR_NOT_FOUND, as the real function answers without samples.
+unsafe fn samples<T>(
+    device: sys::nvmlDevice_t,
+    count: *mut c_uint,
+    out: *mut T,
+    make: impl Fn(u32, u64) -> T,
+) -> Result<(), Ret> {
+    let g = crate::device(device)?;
+    if count.is_null() {
+        return Err(INVALID_ARGUMENT);
+    }
+    let procs = processes(g.index as usize, Kind::Compute);
+    if procs.is_empty() {
+        count.write_unaligned(0);
+        return Err(NOT_FOUND);
+    }
+    let capacity = count.read_unaligned() as usize;
+    count.write_unaligned(procs.len() as c_uint);
+    if out.is_null() || procs.len() > capacity {
+        return Err(INSUFFICIENT_SIZE);
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64);
+    for (i, p) in procs.iter().enumerate() {
+        out.add(i).write_unaligned(make(p.pid, now));
+    }
+    Ok(())
+}
+
+nvml! {
+    fn nvmlDeviceGetProcessUtilization(
+        device: sys::nvmlDevice_t,
+        utilization: *mut sys::nvmlProcessUtilizationSample_t,
+        count: *mut c_uint,
+        _last_seen: u64,
+    ) {
+        samples(device, count, utilization, |pid, t| sys::nvmlProcessUtilizationSample_t {
+            pid,
+            timeStamp: t,
+            smUtil: 0,
+            memUtil: 0,
+            encUtil: 0,
+            decUtil: 0,
+        })
+    }
+    // 550 on.
+    fn nvmlDeviceGetProcessesUtilizationInfo(
+        device: sys::nvmlDevice_t,
+        info: *mut sys::nvmlProcessesUtilizationInfo_t,
+    ) {
+        const V1: c_uint =
+            std::mem::size_of::<sys::nvmlProcessesUtilizationInfo_t>() as c_uint | 1 << 24;
+        if info.is_null() {
+            return Err(INVALID_ARGUMENT);
+        }
+        if (*info).version != V1 {
+            return Err(sys::nvmlReturn_enum_NVML_ERROR_ARGUMENT_VERSION_MISMATCH);
+        }
+        let count = std::ptr::addr_of_mut!((*info).processSamplesCount);
+        samples(device, count, (*info).procUtilArray, |pid, t| sys::nvmlProcessUtilizationInfo_v1_t {
+            timeStamp: t,
+            pid,
+            smUtil: 0,
+            memUtil: 0,
+            encUtil: 0,
+            decUtil: 0,
+            jpgUtil: 0,
+            ofaUtil: 0,
+        })
     }
 }
 

@@ -174,8 +174,14 @@ not_supported! {
     nvmlVgpuTypeGetName
     nvmlVgpuTypeGetNumDisplayHeads
     nvmlVgpuTypeGetResolution
-    // nvitop prints a traceback when this one is missing; the real card has no samples to give.
-    nvmlDeviceGetProcessUtilization
     // No fans on an SXM H100: nvidia-smi prints N/A, as on the real card.
     nvmlDeviceGetFanSpeed
+
+    // What `nvidia-smi -q` of 550 and 555 asks for beyond 535 (absent before those: see
+    // `Generation::adds`), N/A on this card.
+    nvmlDeviceGetC2cModeInfoV
+    nvmlDeviceGetGpuFabricInfoV
+    nvmlDeviceGetVgpuHeterogeneousMode
+    nvmlDeviceGetCapabilities
+    nvmlDeviceGetDriverModel_v2
 }

@@ -2,6 +2,7 @@
 
 use std::ffi::{c_char, c_int, c_uint};
 use std::sync::atomic::Ordering;
+use std::sync::OnceLock;
 
 use crate::*;
 
@@ -10,9 +11,21 @@ nvml! {
         INIT_COUNT.fetch_add(1, Ordering::AcqRel);
         Ok(())
     }
+    // As the real one: a tail call of nvmlInitWithFlags(0), bound in the global scope.
     fn nvmlInit_v2() {
-        INIT_COUNT.fetch_add(1, Ordering::AcqRel);
-        Ok(())
+        type InitWithFlags = unsafe extern "C" fn(c_uint) -> Ret;
+        static F: OnceLock<usize> = OnceLock::new();
+        match *F.get_or_init(|| global(c"nvmlInitWithFlags") as usize) {
+            0 => {
+                INIT_COUNT.fetch_add(1, Ordering::AcqRel);
+                Ok(())
+            }
+            // SAFETY: the address of nvmlInitWithFlags, whichever library defines it.
+            f => match std::mem::transmute::<usize, InitWithFlags>(f)(0) {
+                SUCCESS => Ok(()),
+                e => Err(e),
+            },
+        }
     }
     fn nvmlInitWithFlags(_flags: c_uint) {
         INIT_COUNT.fetch_add(1, Ordering::AcqRel);
