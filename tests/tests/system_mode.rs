@@ -466,4 +466,34 @@ fn every_user_can_do_what_usage_describes() {
         .ok();
     }
     assert_eq!(w.sb().envs_json(), json!([]));
+    // And the SDK, as python-sdk.rst describes it, for each user.
+    let py = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python");
+    if !py.exists() {
+        println!("SKIPPED (SDK part): no .venv (scripts/setup-venv.sh makes it)");
+        return;
+    }
+    let code = r#"
+import json, genv.sdk as s
+with s.activate(config=s.Env.Config(name="sdk", gpus=1, gpu_memory="1g")):
+    with s.lock():
+        print(json.dumps({"attached": s.attached(), "gpu_memory": s.configuration().gpu_memory}))
+"#;
+    let root = User::root();
+    for u in [&w.victim, &w.attacker, &root] {
+        let run = |args: &[&str]| {
+            let mut c = as_user(w.sb(), u, py.to_str().unwrap());
+            c.args(args);
+            Sandbox::output(c)
+        };
+        // The venv's interpreter may sit where only root can reach it (pyenv under /root).
+        if !run(&["-c", "pass"]).success() {
+            println!("SKIPPED (SDK as {}): the venv's python is not theirs to run", u.name);
+            continue;
+        }
+        let out = run(&["-c", code]);
+        let j: serde_json::Value = serde_json::from_str(out.ok().trim()).unwrap();
+        assert_eq!(j["attached"].as_array().unwrap().len(), 1, "{out:#?}");
+        assert_eq!(j["gpu_memory"], "1g");
+    }
+    assert_eq!(w.sb().envs_json(), json!([]));
 }
