@@ -168,59 +168,31 @@ impl LedgerFile {
         })
     }
 
-    /// Makes a fully allocated, initialised ledger beside its place and links it in (see the
-    /// state file's `create`, the same pattern).
+    /// Makes a fully allocated, initialised ledger (see `store::create_whole`).
     fn create(dir: &Dir, name: &str, path: &Path, uid: u32, how: Create) -> Result<(), Error> {
         let (mode, owner) = match how {
             Create::ForUser { uid, gid } => (SYSTEM_LEDGER_MODE, Some((uid, gid))),
             _ => (SHARED_LEDGER_MODE, None),
         };
-        let tmp = format!(
-            ".{name}.{}.{:016x}.tmp",
-            std::process::id(),
-            crate::fsafe::random_u64()
-        );
-        let tmp_path = dir.path().join(&tmp);
-        let f = dir
-            .create_new(&tmp, mode)
-            .map_err(|e| io_err(&tmp_path, "create", e))?;
-        let result = (|| -> std::io::Result<()> {
-            if let Some((u, g)) = owner {
-                rustix::fs::fchown(
-                    &f,
-                    Some(rustix::fs::Uid::from_raw(u)),
-                    Some(rustix::fs::Gid::from_raw(g)),
-                )
-                .map_err(|e| std::io::Error::from_raw_os_error(e.raw_os_error()))?;
-            }
-            crate::store::allocate(&f, LEDGER_FILE_SIZE as u64)?;
-            let h = LedgerHeader {
-                magic: LEDGER_MAGIC,
-                version: LEDGER_VERSION,
-                uid,
-                file_size: LEDGER_FILE_SIZE as u64,
-                max_envs: MAX_ENVS as u32,
-                max_procs: MAX_PROCS as u32,
-                max_devices: MAX_DEVICES as u32,
-                _pad: 0,
-            };
-            // SAFETY: the bytes of a plain-data value we own.
-            let bytes = unsafe {
-                std::slice::from_raw_parts(
-                    &h as *const LedgerHeader as *const u8,
-                    std::mem::size_of::<LedgerHeader>(),
-                )
-            };
-            f.write_all_at(bytes, 0)?;
-            match dir.link(&tmp, name) {
-                Ok(()) => Ok(()),
-                // Someone made it meanwhile: theirs stands (and is checked like any other).
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
-                Err(e) => Err(e),
-            }
-        })();
-        let _ = dir.unlink(std::ffi::OsStr::new(&tmp));
-        result.map_err(|e| crate::store::create_error(path, dir.path(), LEDGER_FILE_SIZE, e))
+        let h = LedgerHeader {
+            magic: LEDGER_MAGIC,
+            version: LEDGER_VERSION,
+            uid,
+            file_size: LEDGER_FILE_SIZE as u64,
+            max_envs: MAX_ENVS as u32,
+            max_procs: MAX_PROCS as u32,
+            max_devices: MAX_DEVICES as u32,
+            _pad: 0,
+        };
+        crate::store::create_whole(
+            dir,
+            name,
+            path,
+            mode,
+            owner,
+            LEDGER_FILE_SIZE,
+            crate::store::plain_bytes(&h),
+        )
     }
 
     pub fn uid(&self) -> u32 {

@@ -30,6 +30,14 @@ pub struct Caller {
 }
 
 impl Caller {
+    /// The caller the kernel named for a connection to the service.
+    pub(crate) fn of_peer(peer: &Peer) -> Caller {
+        Caller {
+            uid: peer.uid,
+            username: procfs::user_name(peer.uid),
+        }
+    }
+
     pub fn current() -> Caller {
         let uid = procfs::current_uid();
         Caller {
@@ -323,10 +331,7 @@ impl Genv {
         let Backend::Local(l) = &self.backend else {
             return Reply::from_result::<()>(Err(Error::State("not the service".into())));
         };
-        let caller = Caller {
-            uid: peer.uid,
-            username: procfs::user_name(peer.uid),
-        };
+        let caller = Caller::of_peer(peer);
         match r {
             Request::Activate {
                 eid,
@@ -385,10 +390,7 @@ impl Genv {
         let Backend::Local(l) = &self.backend else {
             return Err(Error::State("not the service".into()));
         };
-        let caller = Caller {
-            uid: peer.uid,
-            username: procfs::user_name(peer.uid),
-        };
+        let caller = Caller::of_peer(peer);
         let snap = l.store.snapshot();
         let Some(i) = Local::find(&snap, &caller, eid)? else {
             return Ok((String::new(), Vec::new()));

@@ -160,6 +160,57 @@ fn processes(n: usize) -> String {
     }
 }
 
+/// The bytes of a plain-data value (a file header).
+pub(crate) fn plain_bytes<T>(v: &T) -> &[u8] {
+    // SAFETY: any initialised value's bytes may be read; the callers' types are plain data
+    // without padding that matters (headers written to a file as they are laid out).
+    unsafe { std::slice::from_raw_parts(v as *const T as *const u8, std::mem::size_of::<T>()) }
+}
+
+/// Makes file `name` in `dir` as a whole: a temporary file beside it (`O_EXCL`, `mode`, given to
+/// `owner` when set), fully allocated to `size` (no SIGBUS later from a full disk), `header`
+/// written at its start, then linked into place, so that no process ever sees a half-made
+/// file. If another process links its file first, theirs stands (and is checked like any other).
+pub(crate) fn create_whole(
+    dir: &Dir,
+    name: &str,
+    path: &Path,
+    mode: u32,
+    owner: Option<(u32, u32)>,
+    size: usize,
+    header: &[u8],
+) -> Result<(), Error> {
+    use std::os::unix::fs::FileExt;
+    let tmp = format!(
+        ".{name}.{}.{:016x}.tmp",
+        std::process::id(),
+        crate::fsafe::random_u64()
+    );
+    let tmp_path = dir.path().join(&tmp);
+    let f = dir
+        .create_new(&tmp, mode)
+        .map_err(|e| io_err(&tmp_path, "create", e))?;
+    let result = (|| -> std::io::Result<()> {
+        if let Some((u, g)) = owner {
+            rustix::fs::fchown(
+                &f,
+                Some(rustix::fs::Uid::from_raw(u)),
+                Some(rustix::fs::Gid::from_raw(g)),
+            )
+            .map_err(|e| std::io::Error::from_raw_os_error(e.raw_os_error()))?;
+        }
+        allocate(&f, size as u64)?;
+        f.write_all_at(header, 0)?;
+        match dir.link(&tmp, name) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+            Err(e) => Err(e),
+        }
+    })();
+    let _ = dir.unlink(std::ffi::OsStr::new(&tmp));
+    result.map_err(|e| create_error(path, dir.path(), size, e))
+}
+
 /// The error of making a file of `size` bytes at `path`: a full disk or quota says what it needs.
 pub(crate) fn create_error(path: &Path, dir: &Path, size: usize, e: std::io::Error) -> Error {
     if e.raw_os_error() == Some(libc::ENOSPC) || e.raw_os_error() == Some(libc::EDQUOT) {
@@ -368,51 +419,23 @@ impl Store {
         })
     }
 
-    /// Makes a fresh file beside the target, fully allocated and initialised, and links it into
-    /// place, so that no process ever sees a half-made file; readable and writable by every
-    /// user (see ARCHITECTURE.md). If another process links its file first, theirs stands.
+    /// Makes a fresh state file (see [`create_whole`]): readable and writable by every user in
+    /// the shared mode, by root alone in the service's (see ARCHITECTURE.md).
     fn create(dir: &Dir, name: &str, path: &Path, mode: u32) -> Result<(), Error> {
-        let tmp = format!(
-            ".{name}.{}.{:016x}.tmp",
-            std::process::id(),
-            crate::fsafe::random_u64()
-        );
-        let tmp_path = dir.path().join(&tmp);
-        let f = dir
-            .create_new(&tmp, mode)
-            .map_err(|e| io_err(&tmp_path, "create", e))?;
-        let result = (|| -> std::io::Result<()> {
-            allocate(&f, FILE_SIZE as u64)?;
-            // SAFETY: Header is plain data (integers and atomics) for which zero is valid.
-            let mut h: Header = unsafe { std::mem::zeroed() };
-            h.magic = MAGIC;
-            h.version = VERSION;
-            h.header_size = HEADER_SIZE as u32;
-            h.file_size = FILE_SIZE as u64;
-            h.max_devices = MAX_DEVICES as u32;
-            h.max_envs = MAX_ENVS as u32;
-            h.max_pids = MAX_PIDS as u32;
-            h.max_procs = MAX_PROCS as u32;
-            h.tables_size = TABLES_SIZE as u64;
-            h.ledger_size = 0;
-            h.instance = crate::fsafe::random_u64() | 1;
-            // SAFETY: reading the bytes of a plain-data value we own.
-            let bytes = unsafe {
-                std::slice::from_raw_parts(
-                    &h as *const Header as *const u8,
-                    std::mem::size_of::<Header>(),
-                )
-            };
-            use std::os::unix::fs::FileExt;
-            f.write_all_at(bytes, 0)?;
-            match dir.link(&tmp, name) {
-                Ok(()) => Ok(()),
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
-                Err(e) => Err(e),
-            }
-        })();
-        let _ = dir.unlink(std::ffi::OsStr::new(&tmp));
-        result.map_err(|e| create_error(path, dir.path(), FILE_SIZE, e))
+        // SAFETY: Header is plain data (integers and atomics) for which zero is valid.
+        let mut h: Header = unsafe { std::mem::zeroed() };
+        h.magic = MAGIC;
+        h.version = VERSION;
+        h.header_size = HEADER_SIZE as u32;
+        h.file_size = FILE_SIZE as u64;
+        h.max_devices = MAX_DEVICES as u32;
+        h.max_envs = MAX_ENVS as u32;
+        h.max_pids = MAX_PIDS as u32;
+        h.max_procs = MAX_PROCS as u32;
+        h.tables_size = TABLES_SIZE as u64;
+        h.ledger_size = 0;
+        h.instance = crate::fsafe::random_u64() | 1;
+        create_whole(dir, name, path, mode, None, FILE_SIZE, plain_bytes(&h))
     }
 
     /// Whether the file at the path is not this one any more (removed, or replaced by another).

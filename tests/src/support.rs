@@ -298,10 +298,7 @@ impl Sandbox {
     /// `genv activate args…` as the shell integration runs it for the shell `pid`.
     pub fn activate_for(&self, pid: u32, args: &[&str]) -> Out {
         let pid = pid.to_string();
-        let mut all = vec!["activate"];
-        all.extend_from_slice(args);
-        all.extend_from_slice(&["--shell", "bash", "--shell-pid", &pid]);
-        self.genv(&all)
+        self.genv(&activate_args(&pid, args))
     }
 
     /// A fresh environment held by a `sleep` process; panics if activation fails.
@@ -479,10 +476,18 @@ pub fn user(name: &str, fallback_uid: u32) -> User {
         let gid = String::from_utf8_lossy(&out.stdout).trim().parse().ok()?;
         Some((uid, gid))
     };
-    if lookup(name).is_none() {
+    // Test binaries run at once and useradd takes /etc/passwd's lock: try again while another
+    // holds it (or made the user meanwhile).
+    for _ in 0..20 {
+        if lookup(name).is_some() {
+            break;
+        }
         let _ = Command::new("useradd")
             .args(["-M", "-s", "/usr/sbin/nologin", name])
             .output();
+        if lookup(name).is_none() {
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
     match lookup(name) {
         Some((uid, gid)) => User {
@@ -537,14 +542,38 @@ pub fn genv_as(sb: &Sandbox, u: &User, eid: Option<&str>, args: &[&str]) -> Out 
     Sandbox::output(c)
 }
 
-/// An environment of user `u`, held by a process of `u`.
-pub fn env_as(sb: &Sandbox, u: &User, args: &[&str]) -> Env {
-    let holder = Holder::spawn_cmd(as_user(sb, u, "sleep"));
-    let pid = holder.pid().to_string();
+/// `genv activate args…` as the shell integration runs it for the shell `pid`.
+pub fn activate_args<'a>(pid: &'a str, args: &[&'a str]) -> Vec<&'a str> {
     let mut all = vec!["activate"];
     all.extend_from_slice(args);
-    all.extend_from_slice(&["--shell", "bash", "--shell-pid", &pid]);
-    genv_as(sb, u, None, &all).ok();
+    all.extend_from_slice(&["--shell", "bash", "--shell-pid", pid]);
+    all
+}
+
+/// A shell stand-in of user `u`: a `sleep` that runs as `u` (setpriv switched before it
+/// returns, so the service sees the pid as `u`'s).
+pub fn holder_as(sb: &Sandbox, u: &User) -> Holder {
+    let holder = Holder::spawn_cmd(as_user(sb, u, "sleep"));
+    let pid = holder.pid();
+    let switched = wait_for(Duration::from_secs(10), || {
+        std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find_map(|l| l.strip_prefix("Uid:"))
+                    .and_then(|l| l.split_whitespace().next()?.parse::<u32>().ok())
+            })
+            == Some(u.uid)
+    });
+    assert!(switched, "process {pid} never became {}'s", u.name);
+    holder
+}
+
+/// An environment of user `u`, held by a process of `u`.
+pub fn env_as(sb: &Sandbox, u: &User, args: &[&str]) -> Env {
+    let holder = holder_as(sb, u);
+    let pid = holder.pid().to_string();
+    genv_as(sb, u, None, &activate_args(&pid, args)).ok();
     Env { eid: pid, holder }
 }
 

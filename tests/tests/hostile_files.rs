@@ -384,23 +384,10 @@ fn read_only_state_can_be_read() {
         let st = genv_as(sb, u, Some(&env.eid), &["status"]).ok().to_string();
         assert!(st.contains("Environment is active"), "{st}");
         // Changing it is one clear line.
-        let holder = Holder::spawn_cmd(as_user(sb, u, "sleep"));
+        let holder = holder_as(sb, u);
         let pid = holder.pid().to_string();
-        let line = genv_as(
-            sb,
-            u,
-            None,
-            &[
-                "activate",
-                "--gpus",
-                "1",
-                "--shell",
-                "bash",
-                "--shell-pid",
-                &pid,
-            ],
-        )
-        .fails_with("read-only for you");
+        let line = genv_as(sb, u, None, &activate_args(&pid, &["--gpus", "1"]))
+            .fails_with("read-only for you");
         assert!(line.contains(sb.state_path().to_str().unwrap()), "{line}");
         let mut c = as_user(sb, u, genv_bin().to_str().unwrap());
         c.args(["exec", "--gpus", "1", "--", "true"]);

@@ -96,21 +96,13 @@ fn nobody_can_block_the_writers_with_a_file_lock() {
         .spawn()
         .unwrap();
     std::thread::sleep(Duration::from_millis(300));
-    let holder = Holder::spawn_cmd(as_user(w.sb(), &w.victim, "sleep"));
+    let holder = holder_as(w.sb(), &w.victim);
     let pid = holder.pid().to_string();
     let (out, _) = genv_timed(
         w.sb(),
         &w.victim,
         None,
-        &[
-            "activate",
-            "--gpus",
-            "1",
-            "--shell",
-            "bash",
-            "--shell-pid",
-            &pid,
-        ],
+        &activate_args(&pid, &["--gpus", "1"]),
     );
     out.ok();
     genv_timed(
@@ -174,15 +166,10 @@ sys.stdin.read()
 fn environments_per_user_are_limited() {
     let Some(w) = world(3) else { return };
     let _envs: Vec<Env> = (0..3).map(|_| w.env_of(&w.attacker, &[])).collect();
-    let holder = Holder::spawn_cmd(as_user(w.sb(), &w.attacker, "sleep"));
+    let holder = holder_as(w.sb(), &w.attacker);
     let pid = holder.pid().to_string();
-    let line = genv_as(
-        w.sb(),
-        &w.attacker,
-        None,
-        &["activate", "--shell", "bash", "--shell-pid", &pid],
-    )
-    .fails_with("the most one user may have");
+    let line = genv_as(w.sb(), &w.attacker, None, &activate_args(&pid, &[]))
+        .fails_with("the most one user may have");
     assert!(line.contains("have 3 environments"), "{line}");
     // Everyone else is not affected.
     let v = w.env_of(&w.victim, &["--gpus", "1"]);
@@ -199,15 +186,7 @@ fn an_environment_lives_only_by_its_owners_processes() {
             w.sb(),
             &w.attacker,
             None,
-            &[
-                "activate",
-                "--gpus",
-                "1",
-                "--shell",
-                "bash",
-                "--shell-pid",
-                &pid,
-            ],
+            &activate_args(&pid, &["--gpus", "1"]),
         )
         .fails_with("is not yours");
         assert!(line.contains(&format!("process {pid}")), "{line}");
@@ -228,7 +207,7 @@ fn identifiers_are_per_user() {
     let Some(w) = world(16) else { return };
     // The victim's shell-to-be runs already; the attacker takes its pid (and an exec name) as
     // identifiers of their own first.
-    let victim_shell = Holder::spawn_cmd(as_user(w.sb(), &w.victim, "sleep"));
+    let victim_shell = holder_as(w.sb(), &w.victim);
     let vpid = victim_shell.pid().to_string();
     let exec_id = format!("exec-{vpid}");
     let _a1 = w.env_of(&w.attacker, &["--id", &vpid, "--name", "squat"]);
@@ -238,17 +217,7 @@ fn identifiers_are_per_user() {
         w.sb(),
         &w.victim,
         None,
-        &[
-            "activate",
-            "--gpus",
-            "1",
-            "--name",
-            "mine",
-            "--shell",
-            "bash",
-            "--shell-pid",
-            &vpid,
-        ],
+        &activate_args(&vpid, &["--gpus", "1", "--name", "mine"]),
     )
     .ok();
     assert_eq!(w.env_json(&vpid, w.victim.uid)["name"], "mine");
@@ -350,21 +319,13 @@ sys.stdin.read()
         hog.before
     );
     // The victim is served at once while the attacker's connections sit idle.
-    let holder = Holder::spawn_cmd(as_user(w.sb(), &w.victim, "sleep"));
+    let holder = holder_as(w.sb(), &w.victim);
     let pid = holder.pid().to_string();
     let (out, took) = genv_timed(
         w.sb(),
         &w.victim,
         None,
-        &[
-            "activate",
-            "--gpus",
-            "1",
-            "--shell",
-            "bash",
-            "--shell-pid",
-            &pid,
-        ],
+        &activate_args(&pid, &["--gpus", "1"]),
     );
     out.ok();
     assert!(took < Duration::from_secs(4), "the victim waited {took:?}");
@@ -487,7 +448,10 @@ with s.activate(config=s.Env.Config(name="sdk", gpus=1, gpu_memory="1g")):
         };
         // The venv's interpreter may sit where only root can reach it (pyenv under /root).
         if !run(&["-c", "pass"]).success() {
-            println!("SKIPPED (SDK as {}): the venv's python is not theirs to run", u.name);
+            println!(
+                "SKIPPED (SDK as {}): the venv's python is not theirs to run",
+                u.name
+            );
             continue;
         }
         let out = run(&["-c", code]);

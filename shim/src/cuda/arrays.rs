@@ -55,49 +55,36 @@ pub(super) trait Desc {
     fn extents(&self) -> (u64, u64, u64, c_uint, c_uint, c_uint);
 }
 
-impl Desc for CudaArrayDescriptor {
-    fn extents(&self) -> (u64, u64, u64, c_uint, c_uint, c_uint) {
-        let d = self;
-        (
-            d.width as u64,
-            d.height as u64,
-            0,
-            d.format,
-            d.num_channels,
-            0,
-        )
-    }
+/// `Desc` of a descriptor type: 2D ones have no depth and no flags.
+macro_rules! desc {
+    ($t:ty, 2) => {
+        impl Desc for $t {
+            fn extents(&self) -> (u64, u64, u64, c_uint, c_uint, c_uint) {
+                (
+                    self.width as u64,
+                    self.height as u64,
+                    0,
+                    self.format,
+                    self.num_channels,
+                    0,
+                )
+            }
+        }
+    };
+    ($t:ty, 3) => {
+        impl Desc for $t {
+            fn extents(&self) -> (u64, u64, u64, c_uint, c_uint, c_uint) {
+                let (w, h, d) = (self.width as u64, self.height as u64, self.depth as u64);
+                (w, h, d, self.format, self.num_channels, self.flags)
+            }
+        }
+    };
 }
 
-impl Desc for CudaArrayDescriptorV1 {
-    fn extents(&self) -> (u64, u64, u64, c_uint, c_uint, c_uint) {
-        let d = self;
-        (
-            d.width as u64,
-            d.height as u64,
-            0,
-            d.format,
-            d.num_channels,
-            0,
-        )
-    }
-}
-
-impl Desc for CudaArray3dDescriptor {
-    fn extents(&self) -> (u64, u64, u64, c_uint, c_uint, c_uint) {
-        let d = self;
-        let (w, h, z) = (d.width as u64, d.height as u64, d.depth as u64);
-        (w, h, z, d.format, d.num_channels, d.flags)
-    }
-}
-
-impl Desc for CudaArray3dDescriptorV1 {
-    fn extents(&self) -> (u64, u64, u64, c_uint, c_uint, c_uint) {
-        let d = self;
-        let (w, h, z) = (d.width as u64, d.height as u64, d.depth as u64);
-        (w, h, z, d.format, d.num_channels, d.flags)
-    }
-}
+desc!(CudaArrayDescriptor, 2);
+desc!(CudaArrayDescriptorV1, 2);
+desc!(CudaArray3dDescriptor, 3);
+desc!(CudaArray3dDescriptorV1, 3);
 
 /// An array (`mipmap_levels` None) or a mipmapped array of descriptor `desc`, made by `call`
 /// into `*handle`. Without a descriptor the driver refuses it.
