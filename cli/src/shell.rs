@@ -105,6 +105,7 @@ pub fn activate_code(
     eid: &str,
     shim: &std::path::Path,
     name: Option<&str>,
+    member: Option<&str>,
     prompt: bool,
 ) -> String {
     let shim = shim.display().to_string();
@@ -119,6 +120,11 @@ pub fn activate_code(
             );
             s += &format!("export GENV_ENVIRONMENT_ID={}\n", sq(eid));
             s += &format!("export GENV_SHIM_PATH={}\n", sq(&shim));
+            // What makes the shell's programs members (the shell itself is one by its pid).
+            match member {
+                Some(m) => s += &format!("export GENV_MEMBER={}\n", sq(m)),
+                None => s += "unset GENV_MEMBER\n",
+            }
             if prompt {
                 s += "if [ -n \"${PS1+x}\" ]; then GENV__SAVED_PS1=\"$PS1\"; fi\n";
                 s += &format!("GENV__PROMPT=1; PS1={}\"${{PS1-}}\"\n", sq(&tag));
@@ -135,6 +141,10 @@ pub fn activate_code(
             );
             s += &format!("set -gx GENV_ENVIRONMENT_ID {}\n", fq(eid));
             s += &format!("set -gx GENV_SHIM_PATH {}\n", fq(&shim));
+            match member {
+                Some(m) => s += &format!("set -gx GENV_MEMBER {}\n", fq(m)),
+                None => s += "set -e GENV_MEMBER\n",
+            }
             if prompt {
                 s += "if functions -q fish_prompt; functions -c fish_prompt __genv_saved_fish_prompt; end\n";
                 s += &format!(
@@ -152,13 +162,13 @@ pub fn deactivate_code(d: Dialect) -> String {
         Dialect::Bash | Dialect::Zsh => concat!(
             "if [ -n \"${GENV__SAVED_LD_PRELOAD+x}\" ]; then export LD_PRELOAD=\"$GENV__SAVED_LD_PRELOAD\"; unset GENV__SAVED_LD_PRELOAD; else unset LD_PRELOAD; fi\n",
             "if [ -n \"${GENV__PROMPT+x}\" ]; then if [ -n \"${GENV__SAVED_PS1+x}\" ]; then PS1=\"$GENV__SAVED_PS1\"; unset GENV__SAVED_PS1; else unset PS1; fi; unset GENV__PROMPT; fi\n",
-            "unset GENV_ENVIRONMENT_ID GENV_SHIM_PATH\n",
+            "unset GENV_ENVIRONMENT_ID GENV_SHIM_PATH GENV_MEMBER\n",
         )
         .to_string(),
         Dialect::Fish => concat!(
             "if set -q GENV__SAVED_LD_PRELOAD; set -gx LD_PRELOAD $GENV__SAVED_LD_PRELOAD; set -e GENV__SAVED_LD_PRELOAD; else; set -e LD_PRELOAD; end\n",
             "if set -q GENV__PROMPT; functions -e fish_prompt; if functions -q __genv_saved_fish_prompt; functions -c __genv_saved_fish_prompt fish_prompt; functions -e __genv_saved_fish_prompt; end; set -e GENV__PROMPT; end\n",
-            "set -e GENV_ENVIRONMENT_ID; set -e GENV_SHIM_PATH\n",
+            "set -e GENV_ENVIRONMENT_ID; set -e GENV_SHIM_PATH; set -e GENV_MEMBER\n",
         )
         .to_string(),
     }

@@ -14,6 +14,7 @@ pub mod layout;
 pub mod ledger;
 mod liveness;
 pub mod lock;
+pub mod members;
 pub mod mode;
 pub mod ops;
 pub mod placement;

@@ -100,6 +100,7 @@ pub fn run(caller: &Caller, a: Request) -> Result<Exit, Error> {
             &env.eid,
             &shim,
             env.name.as_deref(),
+            env.member.as_deref(),
             !a.no_prompt
         )
     );

@@ -68,8 +68,8 @@ pub fn run(caller: &Caller, a: Request) -> Result<Exit, Error> {
         Vec::new()
     };
     let attach = config.gpus.is_some().then_some((gpus.as_slice(), over));
-    genv.activate(caller, &eid, pid, &config, attach)?;
-    // From here on the environment exists: remove it on every path out.
+    let env = genv.activate(caller, &eid, pid, &config, attach)?;
+    // From here on the environment exists: leave it on every path out.
     let result = (|| -> Result<Exit, Error> {
         for ix in &a.index {
             let at = Some(ix.get());
@@ -96,11 +96,17 @@ pub fn run(caller: &Caller, a: Request) -> Result<Exit, Error> {
             .env("GENV_ENVIRONMENT_ID", eid.as_str())
             .env("GENV_SHIM_PATH", &shim)
             .env_remove("GENV_SHIM_BYPASS");
+        match &env.member {
+            Some(m) => cmd.env(genv_state::members::VAR, m),
+            None => cmd.env_remove(genv_state::members::VAR),
+        };
         run_command(cmd, &command[0])
     })();
-    let removed = genv.remove(caller, &eid);
+    // The environment ends with its last member: now, unless processes the command started
+    // run on (a job it put in the background, a daemon), which keep it and its devices.
+    let left = genv.deactivate(caller, &eid, pid);
     let exit = result?;
-    removed?;
+    left?;
     Ok(exit)
 }
 
