@@ -2,6 +2,7 @@
 //! `deactivate` print for it to eval. Everything the shell had before activation is saved in
 //! GENV__SAVED_* variables and restored exactly (set, empty or unset) by `deactivate`.
 
+use crate::exit::Exit;
 use crate::values::Utf8;
 use clap::builder::EnumValueParser;
 use clap::ValueEnum;
@@ -174,6 +175,23 @@ pub fn deactivate_code(d: Dialect) -> String {
     }
 }
 
+/// Code that sets `__genv_pid` to the pid of the shell process running it. `$$` is the main
+/// shell's pid also in a subshell `( … )`, a pipeline element or a command substitution, which
+/// would give the subshell's activation to its parent (the parent could not deactivate it and
+/// would join it later); an activation belongs to the process that evals the code, and ends
+/// with it. bash: `$BASHPID`. zsh: `sysparams[pid]` (zsh/system), else the first field of
+/// `/proc/self/stat` read by the `read` builtin, i.e. by the shell process itself. (fish runs
+/// command substitutions and functions in pipelines in-process: `$fish_pid` is right there.)
+fn own_pid(shell: Dialect) -> &'static str {
+    match shell {
+        Dialect::Bash => "__genv_pid=$BASHPID",
+        Dialect::Zsh => {
+            "if zmodload -F zsh/system p:sysparams 2>/dev/null; then __genv_pid=${sysparams[pid]}; else read -r __genv_pid __genv_rest </proc/self/stat; fi"
+        }
+        Dialect::Fish => "",
+    }
+}
+
 /// The function for the user's rc file. It runs the genv binary that printed it; for
 /// activate/deactivate it evals what genv prints and returns genv's own exit status.
 pub fn init_code(shell: Dialect) -> Result<String, Error> {
@@ -187,7 +205,7 @@ pub fn init_code(shell: Dialect) -> Result<String, Error> {
         case activate deactivate
             set -l __genv_code ({exe} $argv --shell fish --shell-pid $fish_pid | string collect)
             set -l __genv_rc $pipestatus[1]
-            if test $__genv_rc -eq 0; and test -n "$__genv_code"
+            if contains -- $__genv_rc 0 {detached}; and test -n "$__genv_code"
                 eval $__genv_code
             end
             return $__genv_rc
@@ -196,16 +214,18 @@ pub fn init_code(shell: Dialect) -> Result<String, Error> {
     end
 end
 "#,
-            exe = fq(&exe)
+            exe = fq(&exe),
+            detached = Exit::ACTIVE_DETACHED,
         ),
         Dialect::Bash | Dialect::Zsh => format!(
             r#"genv() {{
     case "${{1-}}" in
         activate|deactivate)
-            local __genv_code __genv_rc
-            __genv_code="$(command {exe} "$@" --shell {dialect} --shell-pid $$)"
+            local __genv_code __genv_rc __genv_pid __genv_rest
+            {pid}
+            __genv_code="$(command {exe} "$@" --shell {dialect} --shell-pid "$__genv_pid")"
             __genv_rc=$?
-            if [ $__genv_rc -eq 0 ] && [ -n "$__genv_code" ]; then eval "$__genv_code"; fi
+            if {{ [ $__genv_rc -eq 0 ] || [ $__genv_rc -eq {detached} ]; }} && [ -n "$__genv_code" ]; then eval "$__genv_code"; fi
             return $__genv_rc
             ;;
         *)
@@ -215,6 +235,8 @@ end
 }}
 "#,
             exe = sq(&exe),
+            pid = own_pid(shell),
+            detached = Exit::ACTIVE_DETACHED,
             dialect = shell
                 .to_possible_value()
                 .expect("no dialect is skipped")

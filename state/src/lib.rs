@@ -23,6 +23,7 @@ pub mod store;
 pub mod system;
 pub mod text;
 pub mod units;
+pub mod visible;
 
 pub use config::Config;
 pub use input::{Capacity, DeviceCount, DeviceIndex, EnvId, Input, Name, ProcessId, Whole};
