@@ -110,7 +110,8 @@ pub fn run(caller: &Caller, a: Request) -> Result<Exit, Error> {
         };
         if let Some(msg) = failure {
             eprintln!(
-                "{}; the environment is active and detached: `genv devices` shows what is                  free, then `genv attach`; activate with --no-attach to skip attaching",
+                "{}; the environment is active and detached: `genv devices` shows what is \
+                 free, then `genv attach`; activate with --no-attach to skip attaching",
                 crate::args::error_line(&Error::Unavailable(msg))
             );
             exit = Exit::ActiveDetached;
