@@ -2,8 +2,8 @@
 //! devices"): it selects among the environment's GPUs — indices into attach order, or unique
 //! prefixes of UUIDs — and, like the driver's own reading, the list stops at the first entry
 //! that names no device or one already named. The CLI uses it to tell the user at `activate` /
-//! `exec` what an inherited value will do; the shim applies the same rule
-//! (shim/src/cuda/devices.rs `select`, which should become a use of this one).
+//! `exec` what an inherited value will do; the shim applies this very rule
+//! (shim/src/cuda/devices.rs).
 
 /// The positions (into `uuids`, the environment's GPUs in attach order) that the user's value
 /// selects; `None` (unset) selects all.

@@ -273,47 +273,23 @@ pub(super) fn stream_host(v: &View, s: CUstream) -> Result<u32, CUresult> {
 /// per process.
 static REAL_INIT: AtomicBool = AtomicBool::new(false);
 
-/// Which of the environment's devices a user's `CUDA_VISIBLE_DEVICES` selects: indices into
-/// attach order or (prefixes of) UUIDs; like the driver, the list stops at the first entry that
-/// names no device or one already named. `None` (unset) selects all.
-pub fn select(user: Option<&str>, uuids: &[&str]) -> Vec<usize> {
-    let Some(spec) = user else {
-        return (0..uuids.len()).collect();
-    };
-    let mut out = Vec::new();
-    for tok in spec.split(',') {
-        let t = tok.trim();
-        let found = if !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit()) {
-            t.parse::<usize>().ok().filter(|&i| i < uuids.len())
-        } else if t.len() > 4 && t[..4].eq_ignore_ascii_case("GPU-") {
-            let want = t.to_ascii_lowercase();
-            let hits: Vec<usize> = (0..uuids.len())
-                .filter(|&i| uuids[i].to_ascii_lowercase().starts_with(&want))
-                .collect();
-            (hits.len() == 1).then(|| hits[0])
-        } else {
-            None
-        };
-        match found {
-            Some(i) if !out.contains(&i) => out.push(i),
-            _ => break,
-        }
-    }
-    out
-}
+/// Which of the environment's devices a user's `CUDA_VISIBLE_DEVICES` selects: the one rule,
+/// which `genv activate`/`exec` also explain to the user.
+pub use genv_state::visible::select;
 
 /// Restricts the real driver to the environment's devices, before the first real cuInit.
 fn set_visible(v: &View) {
     const CVD: &CStr = c"CUDA_VISIBLE_DEVICES";
     const SET: &CStr = c"GENV_CUDA_VISIBLE_DEVICES_SET";
     const USER: &CStr = c"GENV_CUDA_VISIBLE_DEVICES_USER";
-    let cur = env::get_string(CVD);
+    let (cur, set, saved) = (
+        env::get_string(CVD),
+        env::get_string(SET),
+        env::get_string(USER),
+    );
     // Inherited from a parent under the shim: the user's value is the one it saved.
-    let user = if cur.is_some() && cur == env::get_string(SET) {
-        env::get_string(USER)
-    } else {
-        cur
-    };
+    let user = genv_state::visible::user_value(cur.as_deref(), set.as_deref(), saved.as_deref())
+        .map(str::to_string);
     let uuids: Vec<&str> = v.devices().iter().map(|d| d.uuid.as_str()).collect();
     let sel = select(user.as_deref(), &uuids);
     let value = sel.iter().map(|&i| uuids[i]).collect::<Vec<_>>().join(",");
