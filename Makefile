@@ -56,6 +56,7 @@ install: release
 	install -d $(PREFIX)/bin $(PREFIX)/lib/genv
 	install -m 755 $(REL)/genv $(PREFIX)/bin/genv
 	install -m 755 $(REL)/libgenv_shim.so $(PREFIX)/lib/genv/libgenv_shim.so
+	install -m 755 $(REL)/libgenv_shim_core.so $(PREFIX)/lib/genv/libgenv_shim_core.so
 	@echo 'Add this line to your shell rc file (~/.bashrc; zsh: shell-init zsh; fish: shell-init fish | source):'
 	@echo '  eval "$$($(PREFIX)/bin/genv shell-init bash)"'
 

@@ -11,7 +11,7 @@ bin=${GENV_BIN_DIR:-$root/target/release}
 sim=${GENV_SIM_LIB_DIR:-$root/target/sim}
 smi_dir=$root/target/nvidia-smi/usr/bin
 
-for f in "$bin/genv" "$bin/libgenv_shim.so" "$sim/libnvidia-ml.so.1"; do
+for f in "$bin/genv" "$bin/libgenv_shim.so" "$bin/libgenv_shim_core.so" "$sim/libnvidia-ml.so.1"; do
     if [ ! -e "$f" ]; then
         echo "demo: $f is missing; run \`make build\` first" >&2
         exit 1

@@ -55,7 +55,7 @@ die() {
     echo "gpu-validate: $*" >&2
     exit 1
 }
-[ -n "$bin" ] || { echo "gpu-validate: BIN_DIR (with genv and libgenv_shim.so) is required" >&2; usage 2 >&2; }
+[ -n "$bin" ] || { echo "gpu-validate: BIN_DIR (with genv, libgenv_shim.so and libgenv_shim_core.so) is required" >&2; usage 2 >&2; }
 bin=$(cd "$bin" 2>/dev/null && pwd) || die "no directory $bin"
 GENV=$bin/genv
 SHIM=$bin/libgenv_shim.so

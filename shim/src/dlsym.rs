@@ -149,6 +149,12 @@ pub unsafe extern "C" fn dlsym(_handle: *mut c_void, _name: *const c_char) -> *m
         "2:",
         "jmp rax",
         ".cfi_endproc",
+        // Both versions of glibc's dlsym lead here (the version nodes come from build.rs),
+        // declared beside the definition, which .symver needs in the same object.
+        ".globl genv_dlsym_compat",
+        ".set genv_dlsym_compat, dlsym",
+        ".symver dlsym, dlsym@@GLIBC_2.34",
+        ".symver genv_dlsym_compat, dlsym@GLIBC_2.2.5",
         hook = sym genv_dlsym_hook,
     )
 }
@@ -180,24 +186,12 @@ pub unsafe extern "C" fn dlsym(_handle: *mut c_void, _name: *const c_char) -> *m
         "ldp x29, x30, [sp], 32",
         "br x16",
         ".cfi_endproc",
+        // Both versions of glibc's dlsym lead here (the version nodes come from build.rs),
+        // declared beside the definition, which .symver needs in the same object.
+        ".globl genv_dlsym_compat",
+        ".set genv_dlsym_compat, dlsym",
+        ".symver dlsym, dlsym@@GLIBC_2.34",
+        ".symver genv_dlsym_compat, dlsym@GLIBC_2.17",
         hook = sym genv_dlsym_hook,
     )
 }
-
-// Both versions of glibc's dlsym lead to the shim's (the version nodes come from build.rs): the
-// default for programs built against glibc 2.34+, the old one for those built before.
-#[cfg(target_arch = "x86_64")]
-std::arch::global_asm!(
-    ".globl genv_dlsym_compat",
-    ".set genv_dlsym_compat, dlsym",
-    ".symver dlsym, dlsym@@GLIBC_2.34",
-    ".symver genv_dlsym_compat, dlsym@GLIBC_2.2.5",
-);
-
-#[cfg(target_arch = "aarch64")]
-std::arch::global_asm!(
-    ".globl genv_dlsym_compat",
-    ".set genv_dlsym_compat, dlsym",
-    ".symver dlsym, dlsym@@GLIBC_2.34",
-    ".symver genv_dlsym_compat, dlsym@GLIBC_2.17",
-);

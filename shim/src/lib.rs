@@ -1,7 +1,7 @@
-//! libgenv_shim.so: injected with LD_PRELOAD into every process of an active genv environment,
-//! it interposes the CUDA driver API and NVML so that unmodified programs see only the
-//! environment's GPUs, with the environment's memory capacity enforced across all its processes
-//! at allocation time. See docs/shim.md.
+//! libgenv_shim_core.so, the shim proper: loaded by the preloaded stub (`libgenv_shim.so`,
+//! stub/stub.rs) at a process's first CUDA or NVML use, it interposes the CUDA driver API and
+//! NVML so that unmodified programs see only the environment's GPUs, with the environment's
+//! memory capacity enforced across all its processes at allocation time. See docs/shim.md.
 //!
 //! - `dlsym`: the shim's `dlsym` (how programs that look the driver up get our wrappers);
 //! - `real`: the way to the real driver libraries (typed function slots, the panic guard);
@@ -9,7 +9,6 @@
 //! - `cuda/`, `nvml/`: the hooked functions of each API, listed in their `mod.rs`;
 //! - `view`: the environment as this process sees it; `ledger`: this process's registrations
 //!   and reservations in the memory ledger;
-//! - `member`: membership of the environment from load time (a lock the kernel lists);
 //! - `env`: the process environment; `log`: the per-process debug log (`GENV_LOG=debug`).
 
 #![deny(unsafe_op_in_unsafe_fn)]
@@ -21,7 +20,6 @@ pub mod dlsym;
 pub mod env;
 mod hooks;
 pub mod ledger;
-pub mod member;
 pub mod nvml;
 pub mod real;
 pub mod view;

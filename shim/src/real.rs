@@ -16,14 +16,54 @@ use std::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
 
 type DlsymFn = unsafe extern "C" fn(*mut c_void, *const c_char) -> *mut c_void;
 
+/// What the preloaded stub (stub/stub.rs `StubApi`, the same layout) tells the core.
+#[repr(C)]
+pub struct StubApi {
+    pub version: u32,
+    pub started_in_env: extern "C" fn() -> bool,
+    pub real_dlsym: extern "C" fn() -> usize,
+    pub base: extern "C" fn() -> usize,
+}
+
+const STUB_API_VERSION: u32 = 1;
+static STUB: AtomicUsize = AtomicUsize::new(0);
+
+/// The stub that loaded the core (it calls [`genv_core_attach`] right after loading it, before
+/// it hands out anything of the core); `None` when the core was preloaded itself.
+pub fn stub() -> Option<&'static StubApi> {
+    let a = STUB.load(Ordering::Acquire);
+    // SAFETY: a static of the stub, which is never unloaded (it is preloaded).
+    (a != 0).then(|| unsafe { &*(a as *const StubApi) })
+}
+
+/// Called by the stub once it has loaded the core.
+///
+/// # Safety
+/// `api` is null or the stub's `genv_stub_api`, valid for the life of the process.
+#[no_mangle]
+pub unsafe extern "C" fn genv_core_attach(api: *const StubApi) {
+    // SAFETY: as the caller promises; the version is checked before anything else is read.
+    if !api.is_null() && unsafe { (*api).version } == STUB_API_VERSION {
+        STUB.store(api as usize, Ordering::Release);
+    }
+}
+
 static REAL_DLSYM: AtomicUsize = AtomicUsize::new(0);
 
-/// glibc's `dlsym`, found once; the versions are tried newest first.
+/// glibc's `dlsym`, found once: the stub's answer, else found here, newest version first.
 pub fn real_dlsym_fn() -> DlsymFn {
     let a = REAL_DLSYM.load(Ordering::Relaxed);
     if a != 0 {
         // SAFETY: the address stored below is glibc's dlsym.
         return unsafe { std::mem::transmute::<usize, DlsymFn>(a) };
+    }
+    if let Some(api) = stub() {
+        let p = (api.real_dlsym)();
+        if p != 0 {
+            REAL_DLSYM.store(p, Ordering::Relaxed);
+            // SAFETY: the stub found glibc's dlsym.
+            return unsafe { std::mem::transmute::<usize, DlsymFn>(p) };
+        }
     }
     let mut p: *mut c_void = std::ptr::null_mut();
     for v in [c"GLIBC_2.34", c"GLIBC_2.2.5", c"GLIBC_2.17"] {
@@ -79,7 +119,11 @@ fn object_of(p: *const c_void) -> Option<(usize, *const c_char)> {
 
 /// Whether `p` is one of the shim's own functions.
 pub fn is_ours(p: *const c_void) -> bool {
-    !p.is_null() && object_of(p).map(|o| o.0) == Some(own_base())
+    if p.is_null() {
+        return false;
+    }
+    let base = object_of(p).map(|o| o.0);
+    base == Some(own_base()) || (stub().is_some_and(|s| base == Some((s.base)())))
 }
 
 /// A driver library, reached through the shim's own (pinned) handle.

@@ -207,17 +207,14 @@ pub fn bypassed() -> bool {
 static STARTED_IN_ENV: AtomicBool = AtomicBool::new(false);
 
 /// Notes whether the process was started inside an environment (as `genv exec`, an activated
-/// shell or `genv.sdk` children are), and makes it a member of that environment (`member.rs`).
-/// Only this reads the environment at load time: cuda/devices.rs
+/// shell or `genv.sdk` children are) when the core is loaded without the stub; with the stub
+/// (the way it is installed), the stub noted it when the process started, and membership is
+/// the stub's too. Only this reads the environment at load time: cuda/devices.rs
 /// restricts the real driver with `CUDA_VISIBLE_DEVICES` for such processes only, since a
 /// process started outside one may still enter and leave environments itself.
 extern "C" fn at_load() {
     let set = matches!(crate::env::get(c"GENV_ENVIRONMENT_ID"), Some(v) if !v.is_empty());
     STARTED_IN_ENV.store(set, Ordering::Relaxed);
-    if set {
-        // Nothing in join panics; should it, the program must still start.
-        let _ = std::panic::catch_unwind(crate::member::join);
-    }
 }
 
 #[used]
@@ -226,7 +223,10 @@ static AT_LOAD: extern "C" fn() = at_load;
 
 /// Whether `GENV_ENVIRONMENT_ID` was set when the process started (see `at_load`).
 pub fn started_in_env() -> bool {
-    STARTED_IN_ENV.load(Ordering::Relaxed)
+    match crate::real::stub() {
+        Some(api) => (api.started_in_env)(),
+        None => STARTED_IN_ENV.load(Ordering::Relaxed),
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
