@@ -279,14 +279,15 @@ def free_port() -> int:
 
 def test_two_node_cluster_each_node_its_own_state_and_free_gpus(sim, tmp_path, ray_tmp):
     # Two raylets on one machine, each with its own genv state and simulated machine: node "a"
-    # one GPU; node "b" two, of which GPU 0 is held by a genv environment outside Ray. Ray on
-    # "b" offers one GPU and would send the task to GPU 0; genv.ray places it on GPU 1.
+    # one GPU; node "b" three, of which GPU 0 is held by a genv environment outside Ray, and Ray
+    # there may use GPUs 0 and 2 (its CUDA_VISIBLE_DEVICES). Ray on "b" offers one GPU and would
+    # send the task to GPU 0; genv.ray places it on GPU 2 (not 1, which is not Ray's).
     require_built(GENV, SHIM)
     ga, gb = G(sim, tmp_path / "genv-a"), G(sim, tmp_path / "genv-b")
     sims = {"a": tmp_path / "sim-a", "b": tmp_path / "sim-b"}
     envs = {
         "a": ray_env(ga, ray_tmp, GENV_SIM_GPUS="1", GENV_SIM_DIR=sims["a"]),
-        "b": ray_env(gb, ray_tmp, GENV_SIM_GPUS="2", GENV_SIM_DIR=sims["b"]),
+        "b": ray_env(gb, ray_tmp, GENV_SIM_GPUS="3", GENV_SIM_DIR=sims["b"]),
     }
     holder = sim.spawn(GENV, "exec", "--index", "0", "--name", "not-ray", "--", sys.executable, "-c",
                        "import sys; print('held', flush=True); sys.stdin.read()", env=envs["b"],
@@ -299,11 +300,22 @@ def test_two_node_cluster_each_node_its_own_state_and_free_gpus(sim, tmp_path, r
                                 "--num-cpus=1", "--num-gpus=1",
                                 '--resources={"a": 1}', env=envs["a"]))
         nodes.append(start_node(sim, gb, tmp_path / "worker.log", f"--address=127.0.0.1:{port}", "--num-cpus=1",
-                                "--num-gpus=1", '--resources={"b": 1}', env=envs["b"]))
+                                "--num-gpus=1", '--resources={"b": 1}',
+                                env={**envs["b"], "CUDA_VISIBLE_DEVICES": "0,2"}))
         driver = TASK + r"""
 ray.init(address=sys.argv[1], log_to_driver=False)
+import subprocess
 refs = [whole.options(resources={n: 1}).remote(n, 4, sys.argv[2], 2) for n in ("a", "b")]
-print(json.dumps([run(r) for r in refs]), flush=True)
+out = [run(r) for r in refs]
+# Now node a's only GPU is taken outside Ray too: a task there cannot be placed.
+blocker = subprocess.Popen(["genv", "exec", "--index", "0", "--name", "blocker", "--", sys.executable, "-c",
+                            "import sys; print('held', flush=True); sys.stdin.read()"],
+                           stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+assert blocker.stdout.readline().strip() == "held"
+out.append(run(whole.options(resources={"a": 1}).remote("a-blocked", 1)))
+blocker.stdin.close()
+blocker.wait()
+print(json.dumps(out), flush=True)
 """
         barrier = tmp_path / "barrier"
         barrier.mkdir()
@@ -315,7 +327,7 @@ print(json.dumps([run(r) for r in refs]), flush=True)
             stop_node(n)
         holder.stdin.close()
         holder.wait(timeout=30)
-    a, b = json.loads(p.stdout.strip().splitlines()[-1])
+    a, b, blocked = json.loads(p.stdout.strip().splitlines()[-1])
     assert "error" not in a and "error" not in b, (a, b)
     assert a["node"] != b["node"] and a["together"] and b["together"], (a, b)
     # Each task in its own node's state, unknown to the other's.
@@ -323,7 +335,11 @@ print(json.dumps([run(r) for r in refs]), flush=True)
     assert a["eid"] in a["state_eids"] and a["eid"] not in b["state_eids"], (a, b)
     assert b["eid"] in b["state_eids"] and b["eid"] not in a["state_eids"], (a, b)
     assert a["attached"] == [0], a
-    # Node b's GPU 0 belongs to "not-ray": the task runs on GPU 1, and CUDA there works.
-    assert b["attached"] == [1], b
+    # Node b's GPU 0 belongs to "not-ray": the task runs on GPU 2, and CUDA there works.
+    assert b["attached"] == [2], b
     assert b["init"] == [0] * 6 and b["count"] == 1 and b["alloc"] == 0, b
     assert left == ([], ["not-ray"]), left
+    # One line saying what holds the GPU and what to do.
+    err = blocked["error"]
+    assert "needs 1 GPU(s) and genv can give 0 on this node" in err, err
+    assert "GPU 0: blocker (" in err and "ray start --num-gpus" in err, err
