@@ -14,6 +14,14 @@ pub enum Exit {
     Usage,
     /// The status of the command `exec` or `lock` ran.
     Child(u8),
+    /// `activate` left the environment active and detached (see [`Exit::ACTIVE_DETACHED`]).
+    ActiveDetached,
+}
+
+impl Exit {
+    /// `activate` activated the environment but could not attach the devices its saved
+    /// configuration asks for: the shell integration evals the code on this status too.
+    pub const ACTIVE_DETACHED: u8 = 3;
 }
 
 /// The shell's convention for a command ended by a signal: 128 + the signal.
@@ -47,6 +55,7 @@ impl From<Exit> for ExitCode {
             Exit::Failure => ExitCode::FAILURE,
             Exit::Usage => ExitCode::from(2),
             Exit::Child(c) => ExitCode::from(c),
+            Exit::ActiveDetached => ExitCode::from(Exit::ACTIVE_DETACHED),
         }
     }
 }

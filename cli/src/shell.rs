@@ -2,6 +2,7 @@
 //! `deactivate` print for it to eval. Everything the shell had before activation is saved in
 //! GENV__SAVED_* variables and restored exactly (set, empty or unset) by `deactivate`.
 
+use crate::exit::Exit;
 use crate::values::Utf8;
 use clap::builder::EnumValueParser;
 use clap::ValueEnum;
@@ -105,6 +106,7 @@ pub fn activate_code(
     eid: &str,
     shim: &std::path::Path,
     name: Option<&str>,
+    member: Option<&str>,
     prompt: bool,
 ) -> String {
     let shim = shim.display().to_string();
@@ -119,6 +121,11 @@ pub fn activate_code(
             );
             s += &format!("export GENV_ENVIRONMENT_ID={}\n", sq(eid));
             s += &format!("export GENV_SHIM_PATH={}\n", sq(&shim));
+            // What makes the shell's programs members (the shell itself is one by its pid).
+            match member {
+                Some(m) => s += &format!("export GENV_MEMBER={}\n", sq(m)),
+                None => s += "unset GENV_MEMBER\n",
+            }
             if prompt {
                 s += "if [ -n \"${PS1+x}\" ]; then GENV__SAVED_PS1=\"$PS1\"; fi\n";
                 s += &format!("GENV__PROMPT=1; PS1={}\"${{PS1-}}\"\n", sq(&tag));
@@ -135,6 +142,10 @@ pub fn activate_code(
             );
             s += &format!("set -gx GENV_ENVIRONMENT_ID {}\n", fq(eid));
             s += &format!("set -gx GENV_SHIM_PATH {}\n", fq(&shim));
+            match member {
+                Some(m) => s += &format!("set -gx GENV_MEMBER {}\n", fq(m)),
+                None => s += "set -e GENV_MEMBER\n",
+            }
             if prompt {
                 s += "if functions -q fish_prompt; functions -c fish_prompt __genv_saved_fish_prompt; end\n";
                 s += &format!(
@@ -152,15 +163,32 @@ pub fn deactivate_code(d: Dialect) -> String {
         Dialect::Bash | Dialect::Zsh => concat!(
             "if [ -n \"${GENV__SAVED_LD_PRELOAD+x}\" ]; then export LD_PRELOAD=\"$GENV__SAVED_LD_PRELOAD\"; unset GENV__SAVED_LD_PRELOAD; else unset LD_PRELOAD; fi\n",
             "if [ -n \"${GENV__PROMPT+x}\" ]; then if [ -n \"${GENV__SAVED_PS1+x}\" ]; then PS1=\"$GENV__SAVED_PS1\"; unset GENV__SAVED_PS1; else unset PS1; fi; unset GENV__PROMPT; fi\n",
-            "unset GENV_ENVIRONMENT_ID GENV_SHIM_PATH\n",
+            "unset GENV_ENVIRONMENT_ID GENV_SHIM_PATH GENV_MEMBER\n",
         )
         .to_string(),
         Dialect::Fish => concat!(
             "if set -q GENV__SAVED_LD_PRELOAD; set -gx LD_PRELOAD $GENV__SAVED_LD_PRELOAD; set -e GENV__SAVED_LD_PRELOAD; else; set -e LD_PRELOAD; end\n",
             "if set -q GENV__PROMPT; functions -e fish_prompt; if functions -q __genv_saved_fish_prompt; functions -c __genv_saved_fish_prompt fish_prompt; functions -e __genv_saved_fish_prompt; end; set -e GENV__PROMPT; end\n",
-            "set -e GENV_ENVIRONMENT_ID; set -e GENV_SHIM_PATH\n",
+            "set -e GENV_ENVIRONMENT_ID; set -e GENV_SHIM_PATH; set -e GENV_MEMBER\n",
         )
         .to_string(),
+    }
+}
+
+/// Code that sets `__genv_pid` to the pid of the shell process running it. `$$` is the main
+/// shell's pid also in a subshell `( … )`, a pipeline element or a command substitution, which
+/// would give the subshell's activation to its parent (the parent could not deactivate it and
+/// would join it later); an activation belongs to the process that evals the code, and ends
+/// with it. bash: `$BASHPID`. zsh: `sysparams[pid]` (zsh/system), else the first field of
+/// `/proc/self/stat` read by the `read` builtin, i.e. by the shell process itself. (fish runs
+/// command substitutions and functions in pipelines in-process: `$fish_pid` is right there.)
+fn own_pid(shell: Dialect) -> &'static str {
+    match shell {
+        Dialect::Bash => "__genv_pid=$BASHPID",
+        Dialect::Zsh => {
+            "if zmodload -F zsh/system p:sysparams 2>/dev/null; then __genv_pid=${sysparams[pid]}; else read -r __genv_pid __genv_rest </proc/self/stat; fi"
+        }
+        Dialect::Fish => "",
     }
 }
 
@@ -177,7 +205,7 @@ pub fn init_code(shell: Dialect) -> Result<String, Error> {
         case activate deactivate
             set -l __genv_code ({exe} $argv --shell fish --shell-pid $fish_pid | string collect)
             set -l __genv_rc $pipestatus[1]
-            if test $__genv_rc -eq 0; and test -n "$__genv_code"
+            if contains -- $__genv_rc 0 {detached}; and test -n "$__genv_code"
                 eval $__genv_code
             end
             return $__genv_rc
@@ -186,16 +214,18 @@ pub fn init_code(shell: Dialect) -> Result<String, Error> {
     end
 end
 "#,
-            exe = fq(&exe)
+            exe = fq(&exe),
+            detached = Exit::ACTIVE_DETACHED,
         ),
         Dialect::Bash | Dialect::Zsh => format!(
             r#"genv() {{
     case "${{1-}}" in
         activate|deactivate)
-            local __genv_code __genv_rc
-            __genv_code="$(command {exe} "$@" --shell {dialect} --shell-pid $$)"
+            local __genv_code __genv_rc __genv_pid __genv_rest
+            {pid}
+            __genv_code="$(command {exe} "$@" --shell {dialect} --shell-pid "$__genv_pid")"
             __genv_rc=$?
-            if [ $__genv_rc -eq 0 ] && [ -n "$__genv_code" ]; then eval "$__genv_code"; fi
+            if {{ [ $__genv_rc -eq 0 ] || [ $__genv_rc -eq {detached} ]; }} && [ -n "$__genv_code" ]; then eval "$__genv_code"; fi
             return $__genv_rc
             ;;
         *)
@@ -205,6 +235,8 @@ end
 }}
 "#,
             exe = sq(&exe),
+            pid = own_pid(shell),
+            detached = Exit::ACTIVE_DETACHED,
             dialect = shell
                 .to_possible_value()
                 .expect("no dialect is skipped")

@@ -9,6 +9,7 @@
 //! - `cuda/`, `nvml/`: the hooked functions of each API, listed in their `mod.rs`;
 //! - `view`: the environment as this process sees it; `ledger`: this process's registrations
 //!   and reservations in the memory ledger;
+//! - `member`: membership of the environment from load time (a lock the kernel lists);
 //! - `env`: the process environment; `log`: the per-process debug log (`GENV_LOG=debug`).
 
 #![deny(unsafe_op_in_unsafe_fn)]
@@ -20,6 +21,7 @@ pub mod dlsym;
 pub mod env;
 mod hooks;
 pub mod ledger;
+pub mod member;
 pub mod nvml;
 pub mod real;
 pub mod view;

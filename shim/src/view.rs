@@ -207,12 +207,17 @@ pub fn bypassed() -> bool {
 static STARTED_IN_ENV: AtomicBool = AtomicBool::new(false);
 
 /// Notes whether the process was started inside an environment (as `genv exec`, an activated
-/// shell or `genv.sdk` children are). Only this reads the environment at load time: cuda/devices.rs
+/// shell or `genv.sdk` children are), and makes it a member of that environment (`member.rs`).
+/// Only this reads the environment at load time: cuda/devices.rs
 /// restricts the real driver with `CUDA_VISIBLE_DEVICES` for such processes only, since a
 /// process started outside one may still enter and leave environments itself.
 extern "C" fn at_load() {
     let set = matches!(crate::env::get(c"GENV_ENVIRONMENT_ID"), Some(v) if !v.is_empty());
     STARTED_IN_ENV.store(set, Ordering::Relaxed);
+    if set {
+        // Nothing in join panics; should it, the program must still start.
+        let _ = std::panic::catch_unwind(crate::member::join);
+    }
 }
 
 #[used]

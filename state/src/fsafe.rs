@@ -383,6 +383,19 @@ impl Dir {
             .map(|st| (st.st_dev, st.st_ino))
     }
 
+    /// What `stat` says of entry `name` itself (no link followed).
+    pub fn entry_stat(&self, name: &OsStr) -> Option<EntryStat> {
+        rfs::statat(&self.fd, name, AtFlags::SYMLINK_NOFOLLOW)
+            .ok()
+            .map(|st| EntryStat {
+                dev: st.st_dev,
+                ino: st.st_ino,
+                uid: st.st_uid,
+                mode: st.st_mode & 0o7777,
+                is_file: FileType::from_raw_mode(st.st_mode) == FileType::RegularFile,
+            })
+    }
+
     /// The names in this directory.
     pub fn names(&self) -> std::io::Result<Vec<OsString>> {
         let fd = rfs::openat(
@@ -403,6 +416,16 @@ impl Dir {
         }
         Ok(out)
     }
+}
+
+/// An entry's identity, owner and kind (see [`Dir::entry_stat`]).
+#[derive(Clone, Copy, Debug)]
+pub struct EntryStat {
+    pub dev: u64,
+    pub ino: u64,
+    pub uid: u32,
+    pub mode: u32,
+    pub is_file: bool,
 }
 
 /// A random 64-bit number (the instance id of a state file, temporary names).

@@ -14,6 +14,7 @@ pub mod layout;
 pub mod ledger;
 mod liveness;
 pub mod lock;
+pub mod members;
 pub mod mode;
 pub mod ops;
 pub mod placement;
@@ -22,6 +23,7 @@ pub mod store;
 pub mod system;
 pub mod text;
 pub mod units;
+pub mod visible;
 
 pub use config::Config;
 pub use input::{Capacity, DeviceCount, DeviceIndex, EnvId, Input, Name, ProcessId, Whole};

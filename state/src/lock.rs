@@ -71,6 +71,24 @@ impl DeviceLock {
     }
 }
 
+/// An environment that holds a device a locker waits for: its identifier (from its lock file's
+/// name) and its owner (the lock file's owner, who created it; in system mode, from the state).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Holder {
+    pub eid: String,
+    pub uid: u32,
+}
+
+/// A device (NVML index) a locker waits for, and who holds it. In system mode the service does
+/// not say who holds a lock: `holders` then lists the other environments attached to the
+/// device, one of which holds it, and `exact` is false.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Wait {
+    pub device: u32,
+    pub holders: Vec<Holder>,
+    pub exact: bool,
+}
+
 /// How often a wait for the service's lock looks whether it was interrupted (Ctrl-C).
 const WAIT_POLL: std::time::Duration = std::time::Duration::from_millis(200);
 
@@ -80,6 +98,7 @@ fn lock_with_service(
     socket: &Path,
     eid: &str,
     interrupted: &mut dyn FnMut() -> Result<(), Error>,
+    first_wait: &mut dyn FnMut(),
 ) -> Result<DeviceLock, Error> {
     use crate::system::{client, proto::Request, wire};
     use std::io::Read;
@@ -105,6 +124,7 @@ fn lock_with_service(
                         | std::io::ErrorKind::Interrupted
                 ) =>
             {
+                first_wait();
                 interrupted()?
             }
             Err(e) => {
@@ -187,6 +207,18 @@ fn hex(s: &str) -> String {
     s.bytes().map(|b| format!("{b:02x}")).collect()
 }
 
+/// The identifier [`hex`] wrote, if `h` is one.
+fn unhex(h: &str) -> Option<String> {
+    if !h.len().is_multiple_of(2) {
+        return None;
+    }
+    let bytes = (0..h.len())
+        .step_by(2)
+        .map(|i| h.get(i..i + 2).and_then(|b| u8::from_str_radix(b, 16).ok()))
+        .collect::<Option<Vec<u8>>>()?;
+    String::from_utf8(bytes).ok()
+}
+
 /// File-name safe form of a UUID (they are `GPU-xxxxxxxx-…`; anything else is hex-encoded).
 fn uuid_key(uuid: &str) -> String {
     if !uuid.is_empty()
@@ -200,12 +232,55 @@ fn uuid_key(uuid: &str) -> String {
     }
 }
 
-/// Takes device `uuid` for environment `eid`; blocks while another environment holds it.
+/// The other environments that hold device `uuid` now (`eid`'s own file is skipped). Taken
+/// under the device's mutex, like every probe, so it races no new holder.
+fn holders(dir: &Dir, uuid: &str, eid: &str) -> Result<Vec<Holder>, Error> {
+    use std::os::unix::fs::MetadataExt;
+    let key = uuid_key(uuid);
+    let mutex_name = format!("device-{key}.lock");
+    let prefix = format!("device-{key}.env-");
+    let mine_name = format!("{prefix}{}.lock", hex(eid));
+    let mutex = open_lock_file(dir, &mutex_name)?;
+    let mutex_path = dir.path().join(&mutex_name);
+    flock(&mutex, libc::LOCK_EX, &mut || Ok(())).map_err(|e| io_err(&mutex_path, "lock", e))?;
+    let mut out = Vec::new();
+    let names = dir.names().map_err(|e| io_err(dir.path(), "read", e))?;
+    for name in &names {
+        let Some(name) = name.to_str() else { continue };
+        let Some(hexed) = name
+            .strip_prefix(&prefix)
+            .and_then(|n| n.strip_suffix(".lock"))
+        else {
+            continue;
+        };
+        if name == mine_name {
+            continue;
+        }
+        let Ok(f) = dir.open_file(name, false) else {
+            continue;
+        };
+        // Held by someone when it cannot be taken exclusively; released at once otherwise.
+        if matches!(
+            flock(&f, libc::LOCK_EX | libc::LOCK_NB, &mut || Ok(())),
+            Ok(false)
+        ) {
+            let Some(eid) = unhex(hexed) else { continue };
+            let uid = f.metadata().map(|m| m.uid()).unwrap_or(u32::MAX);
+            out.push(Holder { eid, uid });
+        }
+    }
+    drop(mutex);
+    Ok(out)
+}
+
+/// Takes device `uuid` for environment `eid`; blocks while another environment holds it,
+/// calling `first_wait` (without the mutex) before each such wait.
 fn acquire_one(
     dir: &Dir,
     uuid: &str,
     eid: &str,
     interrupted: &mut dyn FnMut() -> Result<(), Error>,
+    first_wait: &mut dyn FnMut(),
 ) -> Result<File, Error> {
     let key = uuid_key(uuid);
     let mutex_name = format!("device-{key}.lock");
@@ -266,6 +341,7 @@ fn acquire_one(
             }
             Some((path, f)) => {
                 let _ = flock(&mutex, libc::LOCK_UN, &mut || Ok(()));
+                first_wait();
                 // Wait, without the mutex, until the owner's last holder lets go; then decide again.
                 flock(&f, libc::LOCK_EX, interrupted).map_err(|e| wait_err(&path, e))?;
                 drop(f);
@@ -282,15 +358,18 @@ pub fn acquire(
     devices: &[(u32, String)],
     interrupted: &mut dyn FnMut() -> Result<(), Error>,
 ) -> Result<DeviceLock, Error> {
-    acquire_in(&state_dir(), eid, devices, interrupted)
+    acquire_in(&state_dir(), eid, devices, interrupted, &mut |_| {})
 }
 
-/// As [`acquire`], with the state directory `state` (its `locks/` is used).
+/// As [`acquire`], with the state directory `state` (its `locks/` is used). The first time it
+/// has to wait, `on_wait` is told, once, every device still to take that other environments
+/// hold then, and who holds it.
 fn acquire_in(
     state: &Path,
     eid: &str,
     devices: &[(u32, String)],
     interrupted: &mut dyn FnMut() -> Result<(), Error>,
+    on_wait: &mut dyn FnMut(&[Wait]),
 ) -> Result<DeviceLock, Error> {
     let mut devs: Vec<(u32, String)> = devices.to_vec();
     devs.sort_by_key(|d| d.0);
@@ -300,10 +379,28 @@ fn acquire_in(
     }
     let dir = open_lock_dir(state)?;
     let mut held = Vec::with_capacity(devs.len());
-    for (index, uuid) in devs {
+    let mut told = false;
+    for (n, (index, uuid)) in devs.iter().enumerate() {
+        let mut first_wait = || {
+            if std::mem::replace(&mut told, true) {
+                return;
+            }
+            let waits: Vec<Wait> = devs[n..]
+                .iter()
+                .filter_map(|(ix, u)| {
+                    let holders = holders(&dir, u, eid).ok()?;
+                    (!holders.is_empty()).then_some(Wait {
+                        device: *ix,
+                        holders,
+                        exact: true,
+                    })
+                })
+                .collect();
+            on_wait(&waits);
+        };
         // On error `held` drops here and releases what was taken.
-        let f = acquire_one(&dir, &uuid, eid, interrupted)?;
-        held.push((index, f));
+        let f = acquire_one(&dir, uuid, eid, interrupted, &mut first_wait)?;
+        held.push((*index, f));
     }
     Ok(DeviceLock {
         held,
@@ -318,9 +415,26 @@ pub fn lock_env(
     eid: &str,
     interrupted: &mut dyn FnMut() -> Result<(), Error>,
 ) -> Result<DeviceLock, Error> {
+    lock_env_telling(genv, eid, interrupted, &mut |_| {})
+}
+
+/// As [`lock_env`]; when it has to wait, `on_wait` is told once what for (see [`Wait`]).
+pub fn lock_env_telling(
+    genv: &crate::Genv,
+    eid: &str,
+    interrupted: &mut dyn FnMut() -> Result<(), Error>,
+    on_wait: &mut dyn FnMut(&[Wait]),
+) -> Result<DeviceLock, Error> {
     // In system mode no lock file exists that another user could hold: the service keeps them.
     if let Some(socket) = genv.socket() {
-        return lock_with_service(socket, eid, interrupted);
+        let mut told = false;
+        let mut first_wait = || {
+            if std::mem::replace(&mut told, true) {
+                return;
+            }
+            on_wait(&attached_others(genv, eid));
+        };
+        return lock_with_service(socket, eid, interrupted, &mut first_wait);
     }
     let Some(env) = genv.env(eid) else {
         return Ok(DeviceLock::none());
@@ -336,7 +450,41 @@ pub fn lock_env(
                 .map(|d| (ix, d.uuid.clone()))
         })
         .collect();
-    acquire(eid, &list, interrupted)
+    acquire_in(&state_dir(), eid, &list, interrupted, on_wait)
+}
+
+/// System mode's answer to "who holds it": per device of `eid`, the other environments attached
+/// to it (one of them holds its lock).
+fn attached_others(genv: &crate::Genv, eid: &str) -> Vec<Wait> {
+    let Some(env) = genv.env(eid) else {
+        return Vec::new();
+    };
+    let envs = genv.envs();
+    let devices = genv.devices();
+    let mut mine: Vec<u32> = env.attached.clone();
+    mine.sort_unstable();
+    mine.iter()
+        .filter_map(|ix| {
+            let d = devices.iter().find(|d| d.index == *ix)?;
+            let holders: Vec<Holder> = d
+                .attachments
+                .iter()
+                .filter(|a| a.eid != env.eid)
+                .map(|a| Holder {
+                    eid: a.eid.clone(),
+                    uid: envs
+                        .iter()
+                        .find(|e| e.eid == a.eid && e.name == a.env_name)
+                        .map_or(u32::MAX, |e| e.uid),
+                })
+                .collect();
+            (!holders.is_empty()).then_some(Wait {
+                device: *ix,
+                holders,
+                exact: false,
+            })
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -355,7 +503,7 @@ mod tests {
         let _ = std::fs::remove_dir_all(&tmp);
         let dir = tmp.join("locks");
         let acquire = |eid: &str, d: &[(u32, String)], f: &mut dyn FnMut() -> Result<(), Error>| {
-            acquire_in(&tmp, eid, d, f)
+            acquire_in(&tmp, eid, d, f, &mut |_| {})
         };
         let d0 = (0u32, "GPU-aaaa".to_string());
         let d1 = (1u32, "GPU-bbbb".to_string());
@@ -370,7 +518,7 @@ mod tests {
         let d0c = d0.clone();
         let dirc = tmp.clone();
         let t = std::thread::spawn(move || {
-            let l = acquire_in(&dirc, "b", &[d0c], &mut || Ok(())).unwrap();
+            let l = acquire_in(&dirc, "b", &[d0c], &mut || Ok(()), &mut |_| {}).unwrap();
             tx.send(()).unwrap();
             drop(l);
         });

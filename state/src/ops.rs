@@ -74,8 +74,16 @@ pub struct EnvInfo {
     pub created_ms: u64,
     /// Processes that activated the environment (shells, `genv exec`, SDK users).
     pub pids: Vec<u32>,
-    /// Processes running under the shim in this environment.
+    /// Processes running under the shim in this environment that use a GPU.
     pub processes: Vec<u32>,
+    /// Every process started in the environment that runs (the shim's members, see
+    /// `members.rs`), whether or not it has touched CUDA.
+    #[serde(default)]
+    pub members: Vec<u32>,
+    /// For the processes this activation starts: the value of `GENV_MEMBER` (`members.rs`),
+    /// set by `activate` only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub member: Option<String>,
     /// NVML indices, in attach order.
     pub attached: Vec<u32>,
     pub config: Config,
@@ -448,6 +456,11 @@ impl Local {
         out
     }
 
+    /// Who is alive now: `ledgers`' shim processes and every environment's members.
+    fn liveness(&self, ledgers: &[LedgerFile]) -> Liveness {
+        Liveness::new(ledgers, crate::members::scan(&self.store))
+    }
+
     /// A transaction that first forgets dead shim processes, and dead environments that hold
     /// devices (so that placement sees them free). Other dead environments cost nothing here:
     /// readers hide them and `envs` removes them, having checked every environment anyway.
@@ -455,7 +468,7 @@ impl Local {
         &self,
         f: impl FnOnce(&mut Tables, &Liveness) -> Result<T, Error>,
     ) -> Result<T, Error> {
-        let live = Liveness::new(&self.ledgers());
+        let live = self.liveness(&self.ledgers());
         self.write_live(&live, f)
     }
 
@@ -494,7 +507,7 @@ impl Local {
     /// ended is given back first, so that what they show is what is held.
     fn live_snapshot(&self) -> (Snapshot, Liveness, Vec<LedgerFile>) {
         let ledgers = self.ledgers();
-        let live = Liveness::new(&ledgers);
+        let live = self.liveness(&ledgers);
         (self.store.snapshot(), live, ledgers)
     }
 
@@ -571,6 +584,19 @@ impl Local {
                 },
             )?,
         };
+        // The file its processes will lock to be members (made before the transaction, so that
+        // a planted file refuses the activation without changing anything).
+        let members = crate::members::open(
+            &self.store,
+            caller.uid,
+            match &self.service {
+                None => crate::members::Make::Own,
+                Some(_) => crate::members::Make::ForUser {
+                    uid: caller.uid,
+                    gid: procfs::user_gid(caller.uid),
+                },
+            },
+        )?;
         let max_envs = self.service.as_ref().map(|r| r.limits.max_envs_per_user);
         let slot = self.write(|t, live| {
             if let Some(gpus) = attach.map(|a| a.0) {
@@ -660,8 +686,11 @@ impl Local {
             }
             Ok(slot)
         })?;
-        self.env_at(slot)
-            .ok_or_else(|| Error::State("environment vanished".into()))
+        let mut info = self
+            .env_at(slot)
+            .ok_or_else(|| Error::State("environment vanished".into()))?;
+        info.member = members.token(info.serial);
+        Ok(info)
     }
 
     /// Removes `pid` from environment `eid`; the environment ends when no activating process and
@@ -675,7 +704,7 @@ impl Local {
             e.retain_pids(|p| p.pid != pid && procfs::alive(p.pid, p.start_time));
             // The deactivating process itself (an SDK user runs under the shim) does not keep
             // the environment alive; its other programs do.
-            if e.n_pids == 0 && !live.shim_process_besides(e, pid) {
+            if e.n_pids == 0 && !live.process_besides(e, pid) {
                 self.forget(t, i);
             }
             Ok(())
@@ -790,6 +819,11 @@ impl Local {
                 .map(|p| p.pid)
                 .collect(),
             processes,
+            members: match live {
+                Some(l) => l.members(e).to_vec(),
+                None => Vec::new(),
+            },
+            member: None,
             attached: e.attached().iter().map(|a| a.device).collect(),
             used_memory: e.attached().iter().map(|a| used(a.device)).collect(),
             config: Config::of(e),

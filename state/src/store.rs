@@ -126,24 +126,12 @@ fn user_lock_offset(dir: &Dir) -> i64 {
 /// The inodes of the files on which processes hold the users' lock of `dir`, one entry per
 /// holder (from /proc/locks, which every user may read; OFD locks show no pid there).
 fn lock_holders(dir: &Dir) -> Vec<u64> {
-    let Ok(text) = std::fs::read_to_string("/proc/locks") else {
-        return Vec::new();
-    };
     let want = user_lock_offset(dir) as u64;
     let (maj, min) = (libc::major(dir.dev) as u64, libc::minor(dir.dev) as u64);
-    text.lines()
-        .filter_map(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            // "N: OFDLCK ADVISORY READ -1 fe:00:1234 START END"; waiters have "->" after "N:".
-            if f.len() < 8 || f[1] != "OFDLCK" {
-                return None;
-            }
-            let mut id = f[5].split(':');
-            let ma = u64::from_str_radix(id.next()?, 16).ok()?;
-            let mi = u64::from_str_radix(id.next()?, 16).ok()?;
-            let ino: u64 = id.next()?.parse().ok()?;
-            (ma == maj && mi == min && f[6].parse::<u64>().ok()? == want).then_some(ino)
-        })
+    crate::procfs::locks()
+        .into_iter()
+        .filter(|l| !l.posix && l.major == maj && l.minor == min && l.start == want)
+        .map(|l| l.ino)
         .collect()
 }
 
@@ -466,6 +454,11 @@ impl Store {
     fn tables_ptr(&self, which: usize) -> *mut Tables {
         // SAFETY: offsets lie inside the validated mapping.
         unsafe { self.map.as_mut_ptr().add(TABLES_OFFSET[which & 1]) as *mut Tables }
+    }
+
+    /// The state directory (checked, held open).
+    pub fn dir(&self) -> &Dir {
+        &self.dir
     }
 
     /// The directory of the per-user ledgers, made when `create` is `Some(mode)` (1777 in the

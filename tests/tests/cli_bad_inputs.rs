@@ -773,11 +773,22 @@ fn failed_attach_in_activate_leaves_nothing() {
     let sb = Sandbox::new();
     let holder = Holder::spawn();
     let pid = holder.pid().to_string();
+    // --gpus on the command line is all or nothing.
+    let out = sb.genv(&activate_args(&pid, &["--gpus", "5"]));
+    out.fails_with("No available devices");
+    assert_eq!(sb.eids(), Vec::<String>::new());
+    // A saved count is only tried: active and detached, status 3 (shells_lifetime.rs).
     std::fs::create_dir_all(sb.work.join(".genv")).unwrap();
     std::fs::write(sb.work.join(".genv/config.json"), "{\"gpus\": 5}").unwrap();
     let out = sb.genv(&["activate", "--shell", "bash", "--shell-pid", &pid]);
-    out.fails_with("No available devices");
-    assert_eq!(sb.eids(), Vec::<String>::new());
+    assert_eq!(out.code, Some(3), "{out:?}");
+    assert!(out.stderr.contains("No available devices"), "{out:?}");
+    assert_eq!(sb.eids(), vec![pid.clone()]);
+    sb.genv_in(
+        &pid,
+        &["deactivate", "--shell", "bash", "--shell-pid", &pid],
+    )
+    .ok();
     // With --no-attach the saved count is kept but nothing is attached.
     sb.genv(&[
         "activate",

@@ -57,13 +57,24 @@ wait"#;
     assert_eq!(sb.env_json(&eid).unwrap()["attached"], json!([0, 1]));
 
     // The terminal goes away: SIGKILL to the shell only, no deactivate. Its background sleep
-    // lives on, which must not keep the environment alive.
+    // lives on, a member started in the environment: it keeps it and its devices (see
+    // membership.rs); when it is killed too, the environment goes.
     shell.kill().unwrap();
     shell.wait().unwrap();
-    let gone = sb.eids();
+    assert_eq!(sb.eids(), vec![eid.clone()]);
+    assert_eq!(sb.env_json(&eid).unwrap()["pids"], json!([]));
+    assert_eq!(
+        sb.env_json(&eid).unwrap()["members"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
     let pgid = shell.id() as i32;
     unsafe { libc::kill(-pgid, libc::SIGKILL) };
-    assert_eq!(gone, Vec::<String>::new());
+    assert!(wait_for(std::time::Duration::from_secs(10), || sb
+        .eids()
+        .is_empty()));
     assert!(sb.attachments().iter().all(|(_, e)| e.is_empty()));
     // The devices can be had by someone else, and the record is freed on that write.
     let other = sb.env(&["--gpus", "4"]);

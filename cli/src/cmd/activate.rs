@@ -4,7 +4,9 @@
 use crate::exit::Exit;
 use crate::shell::{self, ShellArgs, ShellCall};
 use crate::values::{checked, Checked};
-use genv_state::{home, Caller, Capacity, Config, DeviceCount, EnvId, Error, Genv, Input, Name};
+use genv_state::{
+    AttachOutcome, Caller, Capacity, Config, DeviceCount, EnvId, Error, Genv, Input, Name,
+};
 
 #[derive(clap::Args, Clone, Debug)]
 pub struct Args {
@@ -64,35 +66,59 @@ impl Args {
     }
 }
 
+/// Activates; attaching follows the configuration: a device count given on the command line
+/// (`--gpus N`) is all or nothing — no environment is left behind when it cannot be met — while
+/// one loaded from `.genv/` is tried, as usage.rst says: when it cannot be met, the environment
+/// stays active and detached, one line says why and what to do, and the status is
+/// [`Exit::ActiveDetached`] (3), so that `genv activate && train` stops while the shell, which
+/// evals the code on 0 and 3, is in the environment.
 pub fn run(caller: &Caller, a: Request) -> Result<Exit, Error> {
     let sh = a.shell;
     if super::current_eid()?.is_some() {
         return Err(Error::AlreadyActive);
     }
-    let mut config = Config::default();
-    if !a.no_load {
-        if let Some(h) = std::env::current_dir()
-            .ok()
-            .and_then(|d| home::find_home(&d))
-        {
-            config = home::load(&h)?;
-        }
-    }
-    config.overlay(&a.flags);
+    let config = super::load_config(&a.flags, a.no_load)?;
     let eid = match a.id {
         Some(id) => id,
         None => EnvId::parse(&sh.pid.to_string())?,
     };
     let shim = shell::shim_path()?;
     let genv = Genv::open()?;
-    let gpus_list;
-    let attach = if !a.no_attach && config.gpus.is_some() {
-        gpus_list = genv.machine_gpus()?;
-        Some((gpus_list.as_slice(), a.over_subscribe))
+    let attach = !a.no_attach && config.gpus.is_some();
+    let required = attach && a.flags.gpus.is_some();
+    let env = if required {
+        let gpus = genv.machine_gpus()?;
+        genv.activate(
+            caller,
+            &eid,
+            sh.pid,
+            &config,
+            Some((&gpus, a.over_subscribe)),
+        )?
     } else {
-        None
+        genv.activate(caller, &eid, sh.pid, &config, None)?
     };
-    let env = genv.activate(caller, &eid, sh.pid, &config, attach)?;
+    let mut exit = Exit::Success;
+    if attach && !required {
+        let tried = genv
+            .machine_gpus()
+            .and_then(|gpus| genv.attach(caller, &env.eid, &gpus, None, a.over_subscribe));
+        let failure = match tried {
+            Ok(AttachOutcome::Attached(_)) => None,
+            Ok(AttachOutcome::Failed(msg)) => Some(msg),
+            Err(e) => Some(e.to_string()),
+        };
+        if let Some(msg) = failure {
+            eprintln!(
+                "{}; the environment is active and detached: `genv devices` shows what is                  free, then `genv attach`; activate with --no-attach to skip attaching",
+                crate::args::error_line(&Error::Unavailable(msg))
+            );
+            exit = Exit::ActiveDetached;
+        }
+    }
+    if let Some(line) = super::visible_devices_notice(&genv, &env.eid) {
+        eprintln!("{line}");
+    }
     print!(
         "{}",
         shell::activate_code(
@@ -100,8 +126,9 @@ pub fn run(caller: &Caller, a: Request) -> Result<Exit, Error> {
             &env.eid,
             &shim,
             env.name.as_deref(),
+            env.member.as_deref(),
             !a.no_prompt
         )
     );
-    Ok(Exit::Success)
+    Ok(exit)
 }

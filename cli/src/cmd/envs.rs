@@ -29,12 +29,14 @@ fn show(envs: &[EnvInfo], json: bool) {
     let mut out = String::new();
     out += "ID      USER            NAME            CREATED              PID(S)\n";
     for e in envs {
-        // An environment kept alive only by its running programs lists those.
-        let pids = if e.pids.is_empty() {
-            &e.processes
-        } else {
-            &e.pids
-        };
+        // Its activating processes first (shells, `genv exec`), then every other process that
+        // keeps it alive: the programs started in it, and GPU users (the SDK's own process).
+        let mut pids = e.pids.clone();
+        for p in e.members.iter().chain(&e.processes) {
+            if !pids.contains(p) {
+                pids.push(*p);
+            }
+        }
         let pids: Vec<String> = pids.iter().map(|p| p.to_string()).collect();
         out += &format!(
             "{}{}{}{}{}\n",

@@ -26,6 +26,9 @@ pub struct Args {
     index: Vec<Checked<DeviceIndex>>,
     #[arg(long)]
     over_subscribe: bool,
+    /// Do not load the configuration saved in .genv/
+    #[arg(long)]
+    no_load: bool,
     /// The command and its arguments
     #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
     command: Vec<OsString>,
@@ -34,7 +37,9 @@ pub struct Args {
 /// `exec`, checked.
 #[derive(Debug)]
 pub struct Request {
-    pub config: Config,
+    /// What the options set, over the saved configuration.
+    pub flags: Config,
+    pub no_load: bool,
     pub index: Vec<DeviceIndex>,
     pub over_subscribe: bool,
     pub command: Vec<OsString>,
@@ -43,7 +48,8 @@ pub struct Request {
 impl Args {
     pub fn check(self) -> Result<Request, Error> {
         Ok(Request {
-            config: super::config(self.name, self.gpus, self.gpu_memory)?,
+            flags: super::config(self.name, self.gpus, self.gpu_memory)?,
+            no_load: self.no_load,
             index: self
                 .index
                 .into_iter()
@@ -55,8 +61,15 @@ impl Args {
     }
 }
 
+/// The configuration is `activate`'s (the project's `.genv/` unless `--no-load`, the options
+/// over it), except that devices named with `--index` replace a saved device count. Attaching is
+/// all or nothing, also for a saved count: the command is not started without its GPUs.
 pub fn run(caller: &Caller, a: Request) -> Result<Exit, Error> {
-    let (config, over, command) = (a.config, a.over_subscribe, a.command);
+    let mut config = super::load_config(&a.flags, a.no_load)?;
+    if !a.index.is_empty() {
+        config.gpus = a.flags.gpus;
+    }
+    let (over, command) = (a.over_subscribe, a.command);
     let shim = shell::shim_path()?;
     let genv = Genv::open()?;
     let pid = std::process::id();
@@ -68,14 +81,17 @@ pub fn run(caller: &Caller, a: Request) -> Result<Exit, Error> {
         Vec::new()
     };
     let attach = config.gpus.is_some().then_some((gpus.as_slice(), over));
-    genv.activate(caller, &eid, pid, &config, attach)?;
-    // From here on the environment exists: remove it on every path out.
+    let env = genv.activate(caller, &eid, pid, &config, attach)?;
+    // From here on the environment exists: leave it on every path out.
     let result = (|| -> Result<Exit, Error> {
         for ix in &a.index {
             let at = Some(ix.get());
             if let AttachOutcome::Failed(m) = genv.attach(caller, &eid, &gpus, at, over)? {
                 return Err(Error::Unavailable(m));
             }
+        }
+        if let Some(line) = super::visible_devices_notice(&genv, eid.as_str()) {
+            eprintln!("{line}");
         }
         // Bytes, not text: the loader takes any file name, and so do we.
         let mut preload = shim.as_os_str().as_bytes().to_vec();
@@ -96,11 +112,17 @@ pub fn run(caller: &Caller, a: Request) -> Result<Exit, Error> {
             .env("GENV_ENVIRONMENT_ID", eid.as_str())
             .env("GENV_SHIM_PATH", &shim)
             .env_remove("GENV_SHIM_BYPASS");
+        match &env.member {
+            Some(m) => cmd.env(genv_state::members::VAR, m),
+            None => cmd.env_remove(genv_state::members::VAR),
+        };
         run_command(cmd, &command[0])
     })();
-    let removed = genv.remove(caller, &eid);
+    // The environment ends with its last member: now, unless processes the command started
+    // run on (a job it put in the background, a daemon), which keep it and its devices.
+    let left = genv.deactivate(caller, &eid, pid);
     let exit = result?;
-    removed?;
+    left?;
     Ok(exit)
 }
 

@@ -145,3 +145,73 @@ fn config(
         gpu_memory: Checked::opt(gpu_memory)?,
     })
 }
+
+/// The configuration a new environment of `activate` or `exec` starts with: the project's saved
+/// `.genv/` (looked up from the working directory upwards) unless `no_load`, with what the
+/// command line set over it. The one rule both commands follow.
+fn load_config(flags: &Config, no_load: bool) -> Result<Config, Error> {
+    let mut config = Config::default();
+    if !no_load {
+        if let Some(h) = std::env::current_dir()
+            .ok()
+            .and_then(|d| genv_state::home::find_home(&d))
+        {
+            config = genv_state::home::load(&h)?;
+        }
+    }
+    config.overlay(flags);
+    Ok(config)
+}
+
+/// One line for stderr when this process inherited a `CUDA_VISIBLE_DEVICES`: inside the
+/// environment the shim reads it as a choice among the environment's GPUs (genv_state::visible),
+/// not the machine's, so say which of the machine's GPUs it leaves to CUDA there now.
+fn visible_devices_notice(genv: &genv_state::Genv, eid: &str) -> Option<String> {
+    use genv_state::text::quote;
+    let var = |k: &str| std::env::var(k).ok();
+    let (cur, set, saved) = (
+        var("CUDA_VISIBLE_DEVICES"),
+        var("GENV_CUDA_VISIBLE_DEVICES_SET"),
+        var("GENV_CUDA_VISIBLE_DEVICES_USER"),
+    );
+    let user = genv_state::visible::user_value(cur.as_deref(), set.as_deref(), saved.as_deref())?;
+    let attached = genv.env(eid).map(|e| e.attached).unwrap_or_default();
+    let devices = genv.devices();
+    let uuids: Vec<&str> = attached
+        .iter()
+        .map(|ix| {
+            devices
+                .iter()
+                .find(|d| d.index == *ix)
+                .map_or("", |d| d.uuid.as_str())
+        })
+        .collect();
+    let list = |ixs: &mut dyn Iterator<Item = u32>| {
+        ixs.map(|i| i.to_string()).collect::<Vec<_>>().join(",")
+    };
+    let chosen = genv_state::visible::select(Some(user), &uuids);
+    let outcome = if attached.is_empty() {
+        "the environment has no GPU attached yet; it will choose among those attached when a \
+         program starts CUDA"
+            .to_string()
+    } else if chosen.is_empty() {
+        format!(
+            "it names none of the {} attached (GPUs {} of the machine): CUDA will see no device",
+            attached.len(),
+            list(&mut attached.iter().copied())
+        )
+    } else {
+        format!(
+            "CUDA will see the machine's GPU(s) {} of the {} attached ({})",
+            list(&mut chosen.iter().map(|&i| attached[i])),
+            attached.len(),
+            list(&mut attached.iter().copied())
+        )
+    };
+    Some(format!(
+        "genv: CUDA_VISIBLE_DEVICES={} is inherited: inside the environment it chooses among the \
+         environment's GPUs (0, 1, … in attach order, or UUIDs), not the machine's; {outcome}; \
+         unset it to give CUDA all of them",
+        quote(user)
+    ))
+}
