@@ -386,6 +386,8 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     // words them.
     m.add("NOT_ACTIVE", Error::NotActive.to_string())?;
     m.add("ALREADY_ACTIVE", Error::AlreadyActive.to_string())?;
+    // The longest environment identifier (genv.ray builds identifiers to fit it).
+    m.add("EID_MAX", genv_state::layout::EID_MAX)?;
     m.add_function(wrap_pyfunction!(validate_config, m)?)?;
     m.add_function(wrap_pyfunction!(parse_gpu_memory, m)?)?;
     m.add_function(wrap_pyfunction!(quote, m)?)?;

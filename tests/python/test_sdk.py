@@ -679,3 +679,115 @@ def test_forked_child_leaving_the_block_keeps_the_parent_active(g):
             os._exit(0 if not s.active() else 1)
         assert _native.env(e) is None and not s.active()
     """)
+
+
+# --- A process started without the shim (issue 10, item 4) ---------------------------------------
+
+# Prints the devices CUDA in this process uses (their UUIDs) after cuInit.
+CUDA_HERE = """
+import ctypes
+cuda = ctypes.CDLL("libcuda.so.1")
+def cuda_uuids():
+    n = ctypes.c_int()
+    assert cuda.cuDeviceGetCount(ctypes.byref(n)) == 0
+    out = []
+    for i in range(n.value):
+        dev, raw = ctypes.c_int(), (ctypes.c_ubyte * 16)()
+        assert cuda.cuDeviceGet(ctypes.byref(dev), i) == 0 and cuda.cuDeviceGetUuid(raw, dev) == 0
+        h = bytes(raw).hex()
+        out.append(f"GPU-{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}")
+    return out
+"""
+
+
+def test_without_the_shim_one_warning_per_process_naming_what_works(g):
+    p = g.py(CUDA_HERE + """
+import json, warnings, genv.sdk as s
+with warnings.catch_warnings(record=True) as w:
+    warnings.simplefilter("always")
+    for _ in range(3):
+        with s.activate(config=s.Env.Config(gpus=1)):
+            pass
+print(json.dumps([str(x.message) for x in w if issubclass(x.category, s.EnforcementWarning)]))
+""")
+    warned = json.loads(p.stdout)
+    assert len(warned) == 1, warned
+    # Names the one thing that makes this process enforced, with the path to use.
+    assert f"LD_PRELOAD={SHIM} python" in warned[0], warned[0]
+    assert "genv.sdk.shim_path()" in warned[0] and "NOT enforced" in warned[0], warned[0]
+    # Not the advice that cannot work: `genv exec` / an activated shell make activate() raise.
+    assert "genv exec" not in warned[0], warned[0]
+
+
+def test_without_the_shim_a_second_activation_on_other_devices_is_refused(g):
+    p = g.py(CUDA_HERE + """
+import json, os, subprocess, warnings, genv.sdk as s
+warnings.simplefilter("ignore", s.EnforcementWarning)
+gpu = {d["index"]: d["uuid"] for d in s._devices()}
+out = {}
+with s.activate(config=s.Env.Config(gpus=1)):
+    out["first"] = s.attached()
+    assert cuda.cuInit(0) == 0  # CUDA here is now fixed on the environment's GPU 0
+    out["cuda"] = cuda_uuids() == [gpu[0]]
+# The same device again: CUDA here can follow.
+with s.activate(config=s.Env.Config(gpus=1)):
+    out["same"] = s.attached()
+# Someone else takes GPU 0: the next activation is given GPU 1, which CUDA here cannot reach.
+holder = subprocess.Popen(["genv", "exec", "--index", "0", "--", "python", "-c", "print('held', flush=True); input()"],
+                          stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+assert holder.stdout.readline().strip() == "held"
+before = dict(os.environ)
+try:
+    with s.activate(eid="second", config=s.Env.Config(gpus=1)):
+        out["second"] = ["activated", s.attached(), cuda_uuids()]
+except RuntimeError as e:
+    out["second"] = ["refused", str(e)]
+out["restored"] = dict(os.environ) == before and not s.active()
+out["left"] = [e["eid"] for e in json.loads(subprocess.run(["genv", "envs", "--json"], capture_output=True, text=True).stdout)]
+holder.stdin.close()
+holder.wait()
+print(json.dumps(out))
+""")
+    r = json.loads(p.stdout)
+    assert r["first"] == [0] and r["cuda"] and r["same"] == [0], r
+    kind, msg = r["second"]
+    assert kind == "refused", r
+    assert "cannot activate environment 'second' here: CUDA in this process" in msg, msg
+    assert "initialised on GPU 0, while the environment has GPU 1" in msg, msg
+    assert f"LD_PRELOAD={SHIM} python" in msg, msg
+    # Nothing left behind: the variables as before, only the holder's environment remains.
+    assert r["restored"] and "second" not in r["left"] and len(r["left"]) == 1, r
+
+
+def test_without_the_shim_cuda_initialised_before_activate_is_refused(g):
+    p = g.py(CUDA_HERE + """
+import genv.sdk as s
+assert cuda.cuInit(0) == 0  # every GPU of the machine
+try:
+    with s.activate(config=s.Env.Config(gpus=1)):
+        print("activated")
+except RuntimeError as e:
+    print(e)
+assert not s.active() and s._native.envs() == []
+""")
+    assert "initialised on GPUs 0, 1, 2, 3, while the environment has GPU 0" in p.stdout, p.stdout
+
+
+def test_without_the_shim_attachment_changes_cuda_cannot_follow_are_warned_about(g):
+    p = g.py(CUDA_HERE + """
+import json, warnings, genv.sdk as s
+out = []
+with warnings.catch_warnings(record=True) as w:
+    warnings.simplefilter("always")
+    with s.activate(config=s.Env.Config(gpus=1)):
+        assert cuda.cuInit(0) == 0
+        s.attach(index=2)
+        s.detach(index=0)
+    out = [str(x.message) for x in w if issubclass(x.category, s.EnforcementWarning)]
+print(json.dumps(out))
+""")
+    w = json.loads(p.stdout)
+    assert len(w) == 3, w  # the one about the shim, then one per change
+    assert "initialised on GPU 0, while the environment has GPUs 0, 2" in w[1], w
+    assert "initialised on GPU 0, while the environment has GPU 2" in w[2], w
+    assert "does not follow the change" in w[2], w

@@ -1,9 +1,13 @@
 """genv.ray: Ray tasks in their own genv environments, on the GPUs Ray assigned to them.
 
 A task decorated with :func:`remote` (or a body wrapped in :func:`environment` /
-:func:`activate_assigned`) runs in a fresh environment attached to ``ray.get_gpu_ids()``.
+:func:`activate_assigned`) runs in a fresh environment per task attempt (``ray-<task id>-<random>``:
+Ray's task ids repeat across Ray instances), attached to ``ray.get_gpu_ids()`` where genv can give
+them, else to other GPUs of the node genv can give (Ray does not know genv's other environments).
 A fractional GPU (``num_gpus=0.5``) becomes a GPU memory capacity of that share of the
-device's memory, so tasks packed on one GPU by Ray cannot take each other's memory.
+device's memory, so tasks packed on one GPU by Ray cannot take each other's memory. Ray started
+inside an environment (``genv exec``, an activated shell) runs its tasks in that environment, on
+the GPUs Ray assigned among its own.
 
 Enforcement (see sdk/README.md): the shim enforces the capacity for CUDA used
 
@@ -23,9 +27,11 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import secrets
+import warnings
 from typing import Any, Callable, Dict, Iterator, List, Optional, TypeVar, Union
 
-from . import sdk
+from . import _native, sdk
 
 __all__ = ["activate_assigned", "environment", "remote", "runtime_env"]
 
@@ -76,6 +82,148 @@ def _host_index(gpu_id: Union[int, str], devices: List[dict]) -> int:
     raise RuntimeError(f"Ray assigned GPU {s!r}, which genv does not know on this machine")
 
 
+def _unique_eid() -> str:
+    """``ray-<task id>-<random>``: Ray's task ids repeat across Ray instances (every driver's
+    first task has the same one), and a task attempt runs again under the same id; the random
+    part makes each activation its own environment, whoever and wherever runs it."""
+    import ray
+
+    ctx = ray.get_runtime_context()
+    rid = ctx.get_task_id() or ctx.get_actor_id() or str(os.getpid())
+    while True:
+        # 10 hex digits of randomness, the task id cut to fit the state's 63 characters.
+        tail = secrets.token_hex(5)
+        eid = f"ray-{rid}"[: _native.EID_MAX - len(tail) - 1] + "-" + tail
+        if _native.env(eid) is None:
+            return eid
+
+
+def _node_gpus(devices: List[dict], cvd: Optional[str]) -> List[int]:
+    """The GPUs Ray may use on this node, as NVML indices: those of the raylet's
+    ``CUDA_VISIBLE_DEVICES`` (inherited by the worker when Ray is told not to set its own), or
+    every GPU."""
+    if cvd is None or os.environ.get("RAY_EXPERIMENTAL_NOSET_CUDA_VISIBLE_DEVICES") != "1":
+        return [int(d["index"]) for d in devices]
+    out = []
+    for tok in cvd.split(","):
+        tok = tok.strip()
+        if tok:
+            try:
+                out.append(_host_index(tok, devices))
+            except RuntimeError:
+                pass
+    return out
+
+
+def _holders(devices: List[dict], indices: List[int]) -> str:
+    """Who holds each of ``indices``: ``GPU 0: not-ray (alice)``."""
+    envs = {e["eid"]: e for e in _native.envs()}
+    parts = []
+    for d in devices:
+        if int(d["index"]) not in indices:
+            continue
+        who = []
+        for e in d["eids"]:
+            info = envs.get(e)
+            label = (info and info.get("name")) or e
+            who.append(f"{label} ({info['username']})" if info else label)
+        parts.append(f"GPU {d['index']}: " + (", ".join(who) if who else "no room left"))
+    return "; ".join(parts)
+
+
+def _attach_where_genv_can(hosts: List[int], node: List[int], devices: List[dict]) -> None:
+    """Attaches the active environment to ``len(hosts)`` devices, each shared within the
+    environment's capacity: Ray's own choice ``hosts`` where genv can give it, otherwise other
+    GPUs of the node that genv can give now (Ray does not know which GPUs other genv
+    environments hold). Raises RuntimeError naming what holds the GPUs when there are not
+    enough."""
+    got: List[int] = []
+    for h in hosts + [n for n in node if n not in hosts]:
+        if len(got) == len(hosts):
+            break
+        try:
+            sdk.attach(index=h, over_subscribe=True)
+            got.append(h)
+        except RuntimeError:
+            continue
+    if len(got) < len(hosts):
+        raise RuntimeError(
+            f"genv.ray: this task needs {len(hosts)} GPU(s) and genv can give {len(got)} on this node "
+            f"now (Ray assigned GPU {', '.join(map(str, hosts))}; {_holders(devices, node)}). Ray does "
+            "not know which GPUs genv environments outside it hold: start Ray on this node with "
+            "the GPUs it may use only (ray start --num-gpus=N, CUDA_VISIBLE_DEVICES naming them)"
+        )
+
+
+def _capacity(share: float, hosts: List[int], devices: List[dict]) -> Optional[str]:
+    """A fractional GPU as bytes of the (smallest) device's memory; None for whole GPUs."""
+    if not hosts:
+        return None
+    per_device = share / len(hosts)
+    if per_device >= 1:
+        return None
+    totals = [int(d["total_memory"]) for d in devices if int(d["index"]) in hosts]
+    return str(max(1, int(min(totals) * per_device))) if totals else None
+
+
+@contextlib.contextmanager
+def _within_enclosing(ids: List[Union[int, str]], share: float, gpu_memory: Optional[str]) -> Iterator[List[int]]:
+    """The worker was started inside an environment (Ray itself runs in ``genv exec`` or an
+    activated shell): the task runs in that environment, on the GPUs Ray assigned among the
+    environment's own. Ray's GPU ids there count the environment's GPUs (Ray read them from NVML
+    under the shim), in attach order."""
+    e = sdk.eid()
+    attached = sdk.attached()
+    devices = sdk._devices()
+    uuid_of = {int(d["index"]): d["uuid"] for d in devices}
+    picked: List[int] = []
+    for i in ids:
+        s = str(i).strip()
+        if s.isdigit() and int(s) < len(attached):
+            picked.append(int(s))
+            continue
+        by_uuid = [k for k, h in enumerate(attached) if uuid_of.get(h) == s]
+        if by_uuid:
+            picked.append(by_uuid[0])
+            continue
+        have = f"{len(attached)} GPU" + ("" if len(attached) == 1 else "s")
+        if attached:
+            have += f" (the machine's {', '.join(map(str, attached))})"
+        raise RuntimeError(
+            f"genv.ray: Ray assigned GPU {s} to this task, but Ray runs inside the enclosing "
+            f"environment {_native.quote(e)}, which has {have}: start Ray there without "
+            f"num_gpus (it then counts the environment's GPUs), or with at most {len(attached)}"
+        )
+    if gpu_memory is not None or (ids and share / len(ids) < 1):
+        warnings.warn(
+            f"genv.ray: inside the enclosing environment {_native.quote(e)} tasks share its memory "
+            "capacity: a fractional GPU or gpu_memory places the task but does not cap it",
+            sdk.EnforcementWarning,
+            stacklevel=4,
+        )
+    hosts = [attached[k] for k in picked]
+    # The shim reads CUDA_VISIBLE_DEVICES at the worker's first cuInit, as indices into the
+    # environment's GPUs (the worker was started in it).
+    want = [uuid_of[h] for h in hosts if h in uuid_of]
+    here = sdk._cuda_devices_here()
+    if here is not None and here != want:
+        raise RuntimeError(
+            f"genv.ray: CUDA in this worker was initialised on other GPUs of environment "
+            f"{_native.quote(e)} by an earlier task, and cannot follow to GPU "
+            f"{', '.join(map(str, hosts))}: keep Ray's default of one GPU task per worker "
+            "(max_calls=1)"
+        )
+    saved = os.environ.get("CUDA_VISIBLE_DEVICES")
+    os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, picked))
+    try:
+        yield hosts
+    finally:
+        if saved is None:
+            os.environ.pop("CUDA_VISIBLE_DEVICES", None)
+        else:
+            os.environ["CUDA_VISIBLE_DEVICES"] = saved
+
+
 @contextlib.contextmanager
 def activate_assigned(
     *,
@@ -83,39 +231,47 @@ def activate_assigned(
     gpu_memory: Optional[str] = None,
     eid: Optional[str] = None,
 ) -> Iterator[List[int]]:
-    """Inside a Ray task or actor: activates an environment attached to the GPUs Ray assigned
-    (``ray.get_gpu_ids()``), yielding their NVML indices.
+    """Inside a Ray task or actor: activates an environment of its own for this task attempt,
+    attached to the GPUs Ray assigned (``ray.get_gpu_ids()``) where genv can give them, and
+    yields their NVML indices.
 
-    The capacity is ``gpu_memory`` when given, else for a fractional GPU that share of the
-    device's total memory (``num_gpus=0.25`` of an 80 GB GPU: 20 GB), else none (whole GPUs).
-    Devices are attached over-subscribed, so tasks that Ray packs on one GPU share it within
-    their capacities, while a GPU held by a non-Ray genv environment stays refused.
+    The identifier is ``ray-<task id>-<random>`` unless ``eid`` is given: unique for every
+    activation, across Ray instances, users and nodes. The capacity is ``gpu_memory`` when
+    given, else for a fractional GPU that share of the device's total memory
+    (``num_gpus=0.25`` of an 80 GB GPU: 20 GB), else none (whole GPUs). Devices are attached
+    over-subscribed, so tasks that Ray packs on one GPU share it within their capacities. A GPU
+    that genv cannot give (another genv environment holds it, or has taken its memory) is
+    replaced by another GPU of the node that genv can give; Ray does not know about genv's
+    environments.
 
-    Raises :code:`RuntimeError` if already running in an active environment, or when genv
-    refuses a device (e.g. another environment holds it exclusively).
+    When the worker runs inside an environment already (Ray started in ``genv exec`` or an
+    activated shell), the task runs in that environment on the GPUs Ray assigned among its
+    own (yielded as NVML indices); tasks then share its capacity.
+
+    Raises :code:`RuntimeError` when genv cannot give the task as many GPUs as Ray assigned
+    (naming who holds them), or inside an environment when Ray assigned more GPUs than it has.
     """
     import ray
 
     ids = ray.get_gpu_ids()
-    devices = sdk._devices()
-    hosts = [_host_index(i, devices) for i in ids]
-    if gpu_memory is None and hosts:
-        share = float(ray.get_runtime_context().get_assigned_resources().get("GPU", len(hosts)))
-        per_device = share / len(hosts)
-        if per_device < 1:
-            totals = [int(d["total_memory"]) for d in devices if int(d["index"]) in hosts]
-            if totals:
-                gpu_memory = str(max(1, int(min(totals) * per_device)))
-    if eid is None:
-        ctx = ray.get_runtime_context()
-        rid = ctx.get_task_id() or ctx.get_actor_id() or str(os.getpid())
-        eid = f"ray-{rid}"[:63]
-    # Ray's CUDA_VISIBLE_DEVICES (if it set one) would count inside the environment's devices.
+    share = float(ray.get_runtime_context().get_assigned_resources().get("GPU", len(ids)))
+    if sdk.active() and eid is None:
+        with _within_enclosing(ids, share, gpu_memory) as hosts:
+            yield hosts
+        return
+    # Ray's CUDA_VISIBLE_DEVICES, if it set one, would count inside the environment's devices;
+    # when told not to set one, the worker's is the raylet's: the GPUs of this node Ray may use.
     saved = os.environ.pop("CUDA_VISIBLE_DEVICES", None)
     try:
+        devices = sdk._devices()
+        hosts = [_host_index(i, devices) for i in ids]
+        node = _node_gpus(devices, saved)
+        if gpu_memory is None:
+            gpu_memory = _capacity(share, hosts, devices)
+        if eid is None:
+            eid = _unique_eid()
         with sdk.activate(eid=eid, config=sdk.Env.Config(name=name, gpu_memory=gpu_memory), over_subscribe=True):
-            for h in hosts:
-                sdk.attach(index=h, over_subscribe=True)
+            _attach_where_genv_can(hosts, node, devices)
             sdk.configure(sdk.Env.Config(name=name, gpus=len(hosts), gpu_memory=gpu_memory))
             yield sdk.attached()
     finally:

@@ -14,12 +14,15 @@ What activation means for this process and its children (see sdk/README.md):
   initialisation on (``cuInit``, context creation, ``nvmlInit``), also when CUDA or NVML was
   used before. Otherwise CUDA initialised here after :func:`activate` sees only the attached
   devices (``CUDA_VISIBLE_DEVICES``), but the memory capacity is NOT enforced in this process;
-  a warning says so.
+  a warning says so, once per process. The real driver reads ``CUDA_VISIBLE_DEVICES`` once, at
+  its first ``cuInit``: an activation whose devices differ from those CUDA already uses here is
+  refused, and an attachment change that CUDA here can no longer follow is warned about.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import dataclasses
 import os
 import shutil
@@ -102,6 +105,8 @@ class _Activation:
 
 
 _current: Optional[_Activation] = None
+# The warning that this process runs without the shim is given once per process.
+_warned_no_shim = False
 
 
 def active() -> bool:
@@ -198,8 +203,102 @@ def _set(key: str, value: Optional[str]) -> None:
 
 def _sync_cvd(info: dict) -> None:
     """CUDA_VISIBLE_DEVICES = the attached devices' UUIDs, in attach order ("" when none)."""
+    os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(_attached_uuids(info))
+
+
+def _warn_no_shim_once(shim: str) -> None:
+    global _warned_no_shim
+    if _warned_no_shim:
+        return
+    _warned_no_shim = True
+    warnings.warn(
+        "genv: this process was not started with the genv shim loaded, so CUDA initialised in it "
+        "after activate() sees only the attached devices (CUDA_VISIBLE_DEVICES) but their GPU "
+        "memory capacity is NOT enforced, NVML/nvidia-smi in it show the whole machine, and "
+        "CUDA cannot follow a later activation to other devices. Processes started inside the "
+        "environment are fully enforced. To enforce this process too, start it with the shim "
+        f"preloaded: LD_PRELOAD={shim} python … (the path: "
+        "python -c 'import genv.sdk; print(genv.sdk.shim_path())'). "
+        "This warning is given once per process.",
+        EnforcementWarning,
+        stacklevel=4,
+    )
+
+
+def _cuda_devices_here() -> Optional[List[str]]:
+    """The UUIDs of the devices CUDA uses in this process, in CUDA ordinal order, once the driver
+    was initialised here (it reads ``CUDA_VISIBLE_DEVICES`` then, once); None while libcuda is
+    not loaded or ``cuInit`` has not succeeded. Never loads or initialises CUDA itself."""
+    path = None
+    try:
+        with open("/proc/self/maps", "r", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                parts = line.split(None, 5)
+                if len(parts) == 6 and os.path.basename(parts[5].strip()).startswith("libcuda.so"):
+                    path = parts[5].strip()
+                    break
+    except OSError:
+        return None
+    if path is None:
+        return None
+    try:
+        # RTLD_NOLOAD: a handle on the copy already mapped, never a second one.
+        cuda = ctypes.CDLL(path, mode=os.RTLD_NOLOAD | os.RTLD_LAZY)
+    except OSError:
+        return None
+    count = ctypes.c_int()
+    # CUDA_ERROR_NOT_INITIALIZED before cuInit (and after a failed one): nothing is fixed yet.
+    if cuda.cuDeviceGetCount(ctypes.byref(count)) != 0:
+        return None
+    out = []
+    for i in range(count.value):
+        dev = ctypes.c_int()
+        raw = (ctypes.c_ubyte * 16)()
+        if cuda.cuDeviceGet(ctypes.byref(dev), i) != 0 or cuda.cuDeviceGetUuid(raw, dev) != 0:
+            out.append(f"CUDA device {i}")
+            continue
+        h = bytes(raw).hex()
+        out.append(f"GPU-{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}")
+    return out
+
+
+def _attached_uuids(info: dict) -> List[str]:
     uuids = {d["index"]: d["uuid"] for d in _native.devices_list(False)}
-    os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(uuids[i] for i in info["attached"] if i in uuids)
+    return [uuids[i] for i in info["attached"] if i in uuids]
+
+
+def _gpus_text(uuids: List[str]) -> str:
+    """``GPU 0``, ``GPUs 0, 2`` (NVML indices), or ``no GPU``."""
+    index = {d["uuid"]: d["index"] for d in _native.devices_list(False)}
+    names = [str(index.get(u, u)) for u in uuids]
+    if not names:
+        return "no GPU"
+    return ("GPU " if len(names) == 1 else "GPUs ") + ", ".join(names)
+
+
+def _cuda_mismatch(info: dict) -> Optional[str]:
+    """Without the shim: why CUDA in this process cannot follow the environment ``info`` (it
+    was initialised on other devices, or in another order), or None when it can."""
+    here = _cuda_devices_here()
+    if here is None:
+        return None
+    want = _attached_uuids(info)
+    if here == want:
+        return None
+    return f"CUDA in this process was initialised on {_gpus_text(here)}, while the environment has {_gpus_text(want)}"
+
+
+def _refuse_if_cuda_cannot_follow(eid: str, info: dict) -> None:
+    why = _cuda_mismatch(info)
+    if why is None:
+        return
+    shim = shim_path() or "libgenv_shim.so"
+    raise RuntimeError(
+        f"genv: cannot activate environment {_native.quote(eid)} here: {why}, and "
+        "without the genv shim CUDA keeps the devices it was initialised on. Activate before "
+        "CUDA is initialised, run the GPU work in a process started inside the environment, or "
+        f"start this process with the shim preloaded (LD_PRELOAD={shim} python …)"
+    )
 
 
 @contextlib.contextmanager
@@ -251,6 +350,8 @@ def activate(
         info = _native.activate(eid, pid, cfg.name, cfg.gpus, cfg.gpu_memory, True, over_subscribe, True)
         act = _Activation(eid, pid, {k: os.environ.get(k) for k in _MANAGED}, not shim_here)
         try:
+            if act.manages_cvd:
+                _refuse_if_cuda_cannot_follow(eid, info)
             os.environ[_EID] = eid
             shim = shim_path()
             if shim is not None:
@@ -272,15 +373,7 @@ def activate(
             stacklevel=3,
         )
     elif not shim_here:
-        warnings.warn(
-            "genv: this process was not started under the genv shim, so CUDA initialised in it "
-            "after activate() sees only the attached devices (CUDA_VISIBLE_DEVICES) but its GPU "
-            "memory capacity is NOT enforced, and NVML/nvidia-smi in it show the whole machine. "
-            "Processes started inside the environment are fully enforced. For full enforcement "
-            "of this process, run it with `genv exec` or start Python inside an environment.",
-            EnforcementWarning,
-            stacklevel=3,
-        )
+        _warn_no_shim_once(shim)
     try:
         yield
     finally:
@@ -343,7 +436,19 @@ def configure(config: Env.Config) -> None:
 def _after_attachment_change() -> None:
     act = _current
     if act is not None and act.manages_cvd and act.eid == eid():
-        _sync_cvd(_env_info())
+        info = _env_info()
+        _sync_cvd(info)
+        # The attachments changed already (the state is what genv says); CUDA here cannot
+        # follow them: say so, every time, since each change is its own.
+        why = _cuda_mismatch(info)
+        if why is not None:
+            warnings.warn(
+                f"genv: {why}: without the genv shim CUDA keeps the devices it was initialised "
+                "on, so this process's own CUDA does not follow the change (processes started "
+                "in the environment from now on do)",
+                EnforcementWarning,
+                stacklevel=3,
+            )
 
 
 def attach(*, index: Optional[int] = None, over_subscribe: bool = False) -> List[int]:
