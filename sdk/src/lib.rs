@@ -163,6 +163,8 @@ fn env_dict<'py>(py: Python<'py>, e: &EnvInfo) -> PyResult<Bound<'py, PyDict>> {
     d.set_item("created_ms", e.created_ms)?;
     d.set_item("pids", &e.pids)?;
     d.set_item("processes", &e.processes)?;
+    d.set_item("members", &e.members)?;
+    d.set_item("member", e.member.as_deref())?;
     d.set_item("attached", &e.attached)?;
     d.set_item("used_memory", &e.used_memory)?;
     Ok(d)

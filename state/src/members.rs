@@ -224,6 +224,28 @@ pub(crate) fn scan(store: &Store) -> HashMap<(u32, u64), Held> {
     out
 }
 
+/// How long [`await_joining`] waits, at most, for children to become members.
+const JOIN_WAIT: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// Waits (at most [`JOIN_WAIT`]) until every child of `pid` that was started in environment
+/// `serial` of `uid` — its `GENV_MEMBER` names the serial: it was exec'd with it — is a member or
+/// gone. Between its exec and the shim's load a child holds no lock yet; judging the environment
+/// then would end it under a job that was just started. Children that are members already, or
+/// were started outside the environment, cost one read of `/proc` each.
+pub(crate) fn await_joining(store: &Store, pid: u32, uid: u32, serial: u64) {
+    let prefix = format!("{VAR}={serial}:");
+    let pending = |members: &HashMap<(u32, u64), Held>| -> bool {
+        let held = members.get(&(uid, serial));
+        crate::procfs::children(pid).into_iter().any(|c| {
+            !held.is_some_and(|h| h.pids.contains(&c)) && crate::procfs::has_env(c, &prefix)
+        })
+    };
+    let t0 = std::time::Instant::now();
+    while pending(&scan(store)) && t0.elapsed() < JOIN_WAIT {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -696,6 +696,15 @@ impl Local {
     /// Removes `pid` from environment `eid`; the environment ends when no activating process and
     /// no shim process of it is left.
     pub fn deactivate(&self, caller: &Caller, eid: &str, pid: u32) -> Result<(), Error> {
+        // Children `pid` started in the environment a moment ago may not have loaded the shim
+        // yet (`with activate(): Popen(…)` then the block's end): they are members, let them say
+        // so before the environment is judged.
+        let snap = self.store.snapshot();
+        if let Ok(Some(i)) = Self::find(&snap, caller, eid) {
+            let (uid, serial) = (snap.envs[i].uid, snap.envs[i].serial);
+            drop(snap);
+            crate::members::await_joining(&self.store, pid, uid, serial);
+        }
         self.write(|t, live| {
             let Some(i) = Self::find(t, caller, eid)? else {
                 return Ok(());

@@ -124,6 +124,35 @@ mod tests {
     }
 }
 
+/// The children of every thread of `pid` (`/proc/<pid>/task/*/children`).
+pub fn children(pid: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return out;
+    };
+    for t in tasks.flatten() {
+        let Ok(text) = std::fs::read_to_string(t.path().join("children")) else {
+            continue;
+        };
+        out.extend(
+            text.split_whitespace()
+                .filter_map(|c| c.parse::<u32>().ok()),
+        );
+    }
+    out
+}
+
+/// Whether process `pid` was started (exec'd) with an environment entry beginning `prefix`
+/// (`NAME=value…`); false when it cannot be read (another user's, gone).
+pub fn has_env(pid: u32, prefix: &str) -> bool {
+    std::fs::read(format!("/proc/{pid}/environ"))
+        .map(|b| {
+            b.split(|&c| c == 0)
+                .any(|e| e.starts_with(prefix.as_bytes()))
+        })
+        .unwrap_or(false)
+}
+
 /// One lock of `/proc/locks`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct LockLine {

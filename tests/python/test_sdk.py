@@ -791,3 +791,30 @@ print(json.dumps(out))
     assert "initialised on GPU 0, while the environment has GPUs 0, 2" in w[1], w
     assert "initialised on GPU 0, while the environment has GPU 2" in w[2], w
     assert "does not follow the change" in w[2], w
+
+
+def test_children_keep_the_environment_after_the_activating_process(g):
+    """A process started inside `activate()` is a member (issue 10): it keeps the environment
+    and its GPU after the block and the activating interpreter end, and its end frees both."""
+    out = g.py("""
+        import subprocess, genv.sdk
+        with genv.sdk.activate(config=genv.sdk.Env.Config(gpus=1)):
+            p = subprocess.Popen(["sleep", "300"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            print(genv.sdk.eid(), p.pid)
+    """).stdout.split()
+    eid, child = out[0], int(out[1])
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            envs = {e["eid"]: e for e in g.envs()}
+            if eid in envs and child in envs[eid]["members"]:
+                break
+            assert time.monotonic() < deadline, f"the child is no member: {envs}"
+            time.sleep(0.05)
+        assert envs[eid]["pids"] == [] and len(envs[eid]["attached"]) == 1
+    finally:
+        os.kill(child, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while any(e["eid"] == eid for e in g.envs()):
+        assert time.monotonic() < deadline, "the environment outlived its last member"
+        time.sleep(0.05)

@@ -51,7 +51,14 @@ __all__ = [
 _EID = "GENV_ENVIRONMENT_ID"
 _SHIM_NAME = "libgenv_shim.so"
 # Everything activate() may change in os.environ; restored exactly (set, empty or unset).
-_MANAGED = ("GENV_ENVIRONMENT_ID", "LD_PRELOAD", "GENV_SHIM_PATH", "GENV_SHIM_BYPASS", "CUDA_VISIBLE_DEVICES")
+_MANAGED = (
+    "GENV_ENVIRONMENT_ID",
+    "GENV_MEMBER",
+    "LD_PRELOAD",
+    "GENV_SHIM_PATH",
+    "GENV_SHIM_BYPASS",
+    "CUDA_VISIBLE_DEVICES",
+)
 
 
 class EnforcementWarning(RuntimeWarning):
@@ -353,6 +360,9 @@ def activate(
             if act.manages_cvd:
                 _refuse_if_cuda_cannot_follow(eid, info)
             os.environ[_EID] = eid
+            # Makes the processes started inside members, which keep the environment alive
+            # after this one ends (see state/src/members.rs).
+            _set("GENV_MEMBER", info.get("member"))
             shim = shim_path()
             if shim is not None:
                 os.environ["LD_PRELOAD"] = _preload_with(shim, os.environ.get("LD_PRELOAD", ""))
