@@ -123,7 +123,19 @@ pub fn is_ours(p: *const c_void) -> bool {
         return false;
     }
     let base = object_of(p).map(|o| o.0);
-    base == Some(own_base()) || (stub().is_some_and(|s| base == Some((s.base)())))
+    base == Some(own_base()) || (base.is_some() && base == stub_base())
+}
+
+/// The stub's base address, asked once.
+fn stub_base() -> Option<usize> {
+    static BASE: AtomicUsize = AtomicUsize::new(0);
+    let b = BASE.load(Ordering::Relaxed);
+    if b != 0 {
+        return Some(b);
+    }
+    let b = stub().map(|s| (s.base)()).filter(|&b| b != 0)?;
+    BASE.store(b, Ordering::Relaxed);
+    Some(b)
 }
 
 /// A driver library, reached through the shim's own (pinned) handle.
