@@ -50,6 +50,7 @@ demo: build nvidia-smi
 bench: build nvidia-smi
 	scripts/bench.sh
 	scripts/bench-shim.sh
+	scripts/bench-startup.sh
 	scripts/bench-nvidia-smi.sh
 
 install: release

@@ -3,7 +3,7 @@
 #   1. a program that never touches CUDA (every `ls` of an activated shell): spawn + exit;
 #   2. CUDA's start as the runtime does it: dlopen + dlsym of libcuda, then cuInit, cuDeviceGet
 #      and a first context.
-# Columns: bare (no preload), genv outside an environment (LD_PRELOAD only), genv inside one (a
+# Columns: bare (no preload), an empty preload (the floor of any LD_PRELOAD), genv outside an environment (LD_PRELOAD only), genv inside one (a
 # member, as in an activated shell), and, when given, HAMi-core (HAMI_CORE=/path/libvgpu.so,
 # built from its sources against the same simulated libcuda/libnvidia-ml) and an earlier genv
 # build (BASE_SHIM=/path/libgenv_shim.so). Medians; "+" is what the preload adds to bare, "x"
@@ -24,6 +24,9 @@ cc -O2 -o "$work/spawn" shim/benches/startup_spawn.c
 cc -O2 -o "$work/cuda" shim/benches/startup_cuda.c -ldl
 echo 'int main(void) { return 0; }' >"$work/empty.c"
 cc -O2 -o "$work/empty" "$work/empty.c"
+# The floor: what preloading any shared object costs on this machine (open, map, relocate).
+echo 'int genv_bench_floor;' >"$work/floor.c"
+cc -O2 -shared -fPIC -o "$work/floor.so" "$work/floor.c"
 export GENV_TMPDIR=$work/genv GENV_SIM_DIR=$work/sim GENV_SIM_GPUS=1 GENV_CONFIG=
 export LD_LIBRARY_PATH=$root/target/sim
 unset LD_PRELOAD GENV_ENVIRONMENT_ID GENV_MEMBER CUDA_VISIBLE_DEVICES
@@ -36,7 +39,7 @@ eval "$(printf '%s\n' "$code" | grep -E '^export (GENV_ENVIRONMENT_ID|GENV_MEMBE
 inside_eid=$GENV_ENVIRONMENT_ID inside_member=$GENV_MEMBER
 unset GENV_ENVIRONMENT_ID GENV_MEMBER
 
-configs=(bare outside inside)
+configs=(bare floor outside inside)
 [ -n "${HAMI_CORE:-}" ] && configs+=(hami)
 [ -n "${BASE_SHIM:-}" ] && configs+=(base)
 
@@ -44,6 +47,7 @@ configs=(bare outside inside)
 vars() {
     case $1 in
     bare) ;;
+    floor) echo "LD_PRELOAD=$work/floor.so" ;;
     outside) echo "LD_PRELOAD=$rel/libgenv_shim.so" ;;
     inside) printf '%s\n' "LD_PRELOAD=$rel/libgenv_shim.so" "GENV_ENVIRONMENT_ID=$inside_eid" "GENV_MEMBER=$inside_member" ;;
     base) printf '%s\n' "LD_PRELOAD=$BASE_SHIM" "GENV_ENVIRONMENT_ID=$inside_eid" "GENV_MEMBER=$inside_member" ;;
@@ -67,7 +71,7 @@ done
 python3 - "$work" "${configs[@]}" <<'PY'
 import os, statistics, sys
 work, configs = sys.argv[1], sys.argv[2:]
-names = {"bare": "bare driver", "outside": "genv, outside an env", "inside": "genv, inside (member)",
+names = {"bare": "bare driver", "floor": "an empty preload", "outside": "genv, outside an env", "inside": "genv, inside (member)",
          "hami": "HAMi-core", "base": "BASE_SHIM, inside"}
 plain = {}
 for line in open(os.path.join(work, "plain")):
