@@ -34,6 +34,7 @@ venv:
 
 lint:
 	$(CARGO) fmt --all -- --check
+	rustfmt --edition 2021 --check shim/stub/stub.rs
 	$(CARGO) clippy --release --workspace --all-targets -- -D warnings
 
 test: build nvidia-smi venv lint test-rust test-python

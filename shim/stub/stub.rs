@@ -319,7 +319,10 @@ fn publish(t: &Token<'_>, fd: c_int) -> Option<()> {
 }
 
 extern "C" fn member_child() {
-    let (fd, s) = (MEMBER_FD.load(Ordering::Relaxed), MEMBER_SERIAL.load(Ordering::Relaxed));
+    let (fd, s) = (
+        MEMBER_FD.load(Ordering::Relaxed),
+        MEMBER_SERIAL.load(Ordering::Relaxed),
+    );
     if fd >= 0 && s > 0 {
         lock(fd, F_SETLK, s);
     }
@@ -601,7 +604,6 @@ pub unsafe extern "C" fn dlsym(_handle: *mut c_void, _name: *const c_char) -> *m
         target = sym dlsym_target,
     )
 }
-
 
 // ---------------------------------------------------------------------------------------------
 // The driver names, for programs linked against the driver.

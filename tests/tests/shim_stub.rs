@@ -31,7 +31,10 @@ fn the_stub_exports_what_the_core_does() {
     let mut stub = dynamic_symbols(&shim_lib());
     let mut core = dynamic_symbols(&core_lib());
     assert!(stub.contains("dlsym@@GLIBC_2.34"), "{stub:?}");
-    assert!(stub.iter().any(|s| s.starts_with("dlsym@GLIBC_2.")), "{stub:?}");
+    assert!(
+        stub.iter().any(|s| s.starts_with("dlsym@GLIBC_2.")),
+        "{stub:?}"
+    );
     assert!(stub.remove("genv_stub_api"));
     assert!(core.remove("genv_dlsym_hook") && core.remove("genv_core_attach"));
     assert_eq!(stub, core, "the stub's exports differ from the core's");
@@ -99,5 +102,8 @@ fn a_missing_core_is_said_once_and_passes_through() {
     assert_eq!(cuda.ok().trim(), "no-core");
     let lines: Vec<&str> = cuda.stderr.lines().collect();
     assert_eq!(lines.len(), 1, "{cuda:#?}");
-    assert!(lines[0].contains("cannot load libgenv_shim_core.so"), "{cuda:#?}");
+    assert!(
+        lines[0].contains("cannot load libgenv_shim_core.so"),
+        "{cuda:#?}"
+    );
 }
