@@ -64,6 +64,8 @@ mod tests {
         assert_eq!(select(Some("GPU-bbb"), &u), Vec::<usize>::new());
         assert_eq!(select(Some("gpu-bbbc, 0"), &u), vec![2, 0]);
         assert_eq!(select(Some("1,1"), &u), vec![1]);
+        assert_eq!(select(Some("GPU-"), &u), Vec::<usize>::new());
+        assert_eq!(select(Some("1,1"), &u), vec![1]);
     }
 
     #[test]

@@ -56,6 +56,13 @@ fn members(sb: &Sandbox, eid: &str) -> Vec<u64> {
         .unwrap_or_default()
 }
 
+/// `genv exec --gpus 1 -- sh -c SCRIPT ARGS…`.
+fn exec_sh(sb: &Sandbox, script: &str, args: &[&str]) -> Out {
+    let mut all = vec!["exec", "--gpus", "1", "--", "sh", "-c", script];
+    all.extend_from_slice(args);
+    sb.genv(&all)
+}
+
 fn pid_of(out: &Out, key: &str) -> u32 {
     kv(&out.stdout, key)
         .unwrap_or_else(|| panic!("no {key}= in {out:#?}"))
@@ -159,15 +166,7 @@ fn fish_batch_job_outlives_its_shell() {
 fn exec_ends_with_its_last_member() {
     let sb = Sandbox::with_gpus(1);
     let mut reaper = Reaper(Vec::new());
-    let out = sb.genv(&[
-        "exec",
-        "--gpus",
-        "1",
-        "--",
-        "sh",
-        "-c",
-        "sleep 300 >/dev/null 2>&1 & echo child=$!",
-    ]);
+    let out = exec_sh(&sb, "sleep 300 >/dev/null 2>&1 & echo child=$!", &[]);
     let child = reaper.add(pid_of(&out, "child"));
     // The environment never lapsed (the child shares its parent's open members file from its
     // first instant); its pid shows once it has taken its own lock.
@@ -263,16 +262,11 @@ fn fork_setsid_and_closed_descriptors_keep_membership() {
               \x20   os.close(r); os.setsid(); os.write(w, b'x'); os.close(w); time.sleep(300); os._exit(0)\n\
               os.close(w); os.read(r, 1)\n\
               print('forked=%d' % pid, flush=True)\n";
-    let out = sb.genv(&[
-        "exec",
-        "--gpus",
-        "1",
-        "--",
-        "sh",
-        "-c",
+    let out = exec_sh(
+        &sb,
         "setsid sleep 300 >/dev/null 2>&1 & echo setsid=$!; python3 -c \"$0\"",
-        py,
-    ]);
+        &[py],
+    );
     let spawned = reaper.add(pid_of(&out, "spawned"));
     let forked = reaper.add(pid_of(&out, "forked"));
     let setsid = reaper.add(pid_of(&out, "setsid"));

@@ -249,18 +249,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn selection() {
-        let u = ["GPU-aaaa1111", "GPU-bbbb2222", "GPU-cccc3333"];
-        assert_eq!(select(None, &u), vec![0, 1, 2]);
-        assert_eq!(select(Some(""), &u), Vec::<usize>::new());
-        assert_eq!(select(Some("2,0"), &u), vec![2, 0]);
-        assert_eq!(select(Some("1,7,0"), &u), vec![1]);
-        assert_eq!(select(Some("GPU-bbbb,0"), &u), vec![1, 0]);
-        assert_eq!(select(Some("1,1"), &u), vec![1]);
-        assert_eq!(select(Some("GPU-"), &u), Vec::<usize>::new());
-    }
-
-    #[test]
     fn arrays() {
         // 2D float4 256x256: 1 MiB.
         assert_eq!(array_bytes(256, 256, 0, 0x20, 4, 0, 1), 1 << 20);
