@@ -7,11 +7,12 @@
 //! - **Membership** (see `state/src/members.rs`): a process started in an environment
 //!   (`GENV_ENVIRONMENT_ID` and `GENV_MEMBER` set) takes an OFD and a POSIX read lock at the
 //!   environment's serial on its owner's members file before `main`. The descriptor is kept
-//!   without `O_CLOEXEC` (above [`FD_FLOOR`]), so `exec` keeps the locks and children inherit
-//!   the open file (an OFD lock is shared with a `fork` child from its first instant); a child
-//!   takes its own POSIX lock (its pid, for `genv envs`) in a `pthread_atfork` handler. A new
-//!   image finds the inherited descriptor by the number in `GENV_MEMBER` (checked by device and
-//!   inode), else opens the file by path (the same inode or nothing) and writes the number back.
+//!   without `O_CLOEXEC` (at [`FD_FLOOR`] or just above), so `exec` keeps the locks and children
+//!   inherit the open file (an OFD lock is shared with a `fork` child from its first instant); a
+//!   child takes its own POSIX lock (its pid, for `genv envs`) in a `pthread_atfork` handler. A
+//!   new image looks for the inherited descriptor there (checked by device and inode), else opens
+//!   the file by path (the same inode or nothing). Nothing is written to the environment: the
+//!   stub never allocates.
 //! - **Getting control**: it exports `dlsym` and every name the core exports for programs linked
 //!   with `-lcuda` / `-lnvidia-ml` (the list is derived by build.rs from the `hooks!`
 //!   declarations). `dlsym` is an assembly trampoline that jumps to glibc's `dlsym` with the
@@ -28,8 +29,7 @@
 //! real `dlsym`, whether the process started in an environment, the stub's own base address —
 //! see `shim/src/real.rs`.
 //!
-//! Nothing here allocates, except `setenv` once in a process that had to open the members file;
-//! nothing can panic (no indexing that is not checked; the panic handler aborts and is never
+//! Nothing here allocates; nothing can panic (no indexing that is not checked; the panic handler aborts and is never
 //! reached), nothing installs a signal handler.
 
 #![no_std]
@@ -66,7 +66,6 @@ core::arch::global_asm!(
 extern "C" {
     fn abort() -> !;
     fn getenv(name: *const c_char) -> *const c_char;
-    fn setenv(name: *const c_char, value: *const c_char, overwrite: c_int) -> c_int;
     fn open(path: *const c_char, flags: c_int, ...) -> c_int;
     fn close(fd: c_int) -> c_int;
     fn fcntl(fd: c_int, cmd: c_int, ...) -> c_int;
@@ -122,6 +121,8 @@ const STAT_BUF: usize = 256;
 /// Descriptors below this are left to the program (scripts' `exec 3<file`, `dup2` onto small
 /// numbers): a `dup2` onto ours would close it and drop the locks.
 const FD_FLOOR: c_int = 200;
+/// How many descriptors from [`FD_FLOOR`] on a new image looks at for an inherited one.
+const FD_PROBES: c_int = 4;
 
 // ---------------------------------------------------------------------------------------------
 // The process environment.
@@ -193,7 +194,8 @@ fn number(b: &[u8]) -> Option<i128> {
     Some(if neg { -v } else { v })
 }
 
-/// `<serial>:<dev>:<ino>:<fd>:<path>`.
+/// `<serial>:<dev>:<ino>:<fd>:<path>`. The path is `v`'s tail: when `v` is a getenv value,
+/// it is NUL-terminated in place.
 fn parse(v: &[u8]) -> Option<Token<'_>> {
     let mut it = v.splitn(5, |&b| b == b':');
     let serial = number(it.next()?)?;
@@ -240,18 +242,18 @@ fn lock_both(fd: c_int, serial: i64) -> bool {
     lock(fd, F_OFD_SETLK, serial) && lock(fd, F_SETLK, serial)
 }
 
-/// Opens the file of `t` (no link followed at the end, no FIFO to hang on), moved above
-/// [`FD_FLOOR`], inherited by children, checked to be the very inode named.
+/// Opens the file of `t` (no link followed at the end, no FIFO to hang on), moved to
+/// [`FD_FLOOR`] or above, inherited by children, checked to be the very inode named. The path is
+/// the token's last field, so it ends where the variable's NUL-terminated value ends: it is
+/// used in place.
 fn open_member_file(t: &Token<'_>) -> Option<c_int> {
-    let mut path = [0u8; PATH_MAX];
-    if t.path.len() >= PATH_MAX || t.path.contains(&0) {
+    if t.path.contains(&0) {
         return None;
     }
-    path.get_mut(..t.path.len())?.copy_from_slice(t.path);
-    // SAFETY: a NUL-terminated path in a local buffer.
+    // SAFETY: `t.path` is the tail of a NUL-terminated getenv string (see `parse`).
     let fd = unsafe {
         open(
-            path.as_ptr().cast(),
+            t.path.as_ptr().cast(),
             O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY,
         )
     };
@@ -273,49 +275,14 @@ fn open_member_file(t: &Token<'_>) -> Option<c_int> {
     }
 }
 
-/// Writes `n` in decimal at `out`, returning the bytes written.
-fn decimal(out: &mut [u8], n: i128) -> Option<usize> {
-    let mut digits = [0u8; 40];
-    let (mut v, mut i) = (n.unsigned_abs(), digits.len());
-    loop {
-        i -= 1;
-        *digits.get_mut(i)? = b'0' + (v % 10) as u8;
-        v /= 10;
-        if v == 0 {
-            break;
-        }
-    }
-    let mut len = 0;
-    if n < 0 {
-        *out.get_mut(0)? = b'-';
-        len = 1;
-    }
-    let d = digits.get(i..)?;
-    out.get_mut(len..len + d.len())?.copy_from_slice(d);
-    Some(len + d.len())
-}
-
-/// `GENV_MEMBER` with the descriptor's number, for the children.
-fn publish(t: &Token<'_>, fd: c_int) -> Option<()> {
-    let mut v = [0u8; PATH_MAX + 128];
-    let mut n = 0;
-    for (i, x) in [t.serial as i128, t.dev as i128, t.ino as i128, fd as i128]
+/// An inherited descriptor of the file named by `t`: the number in the token, else the first
+/// few above [`FD_FLOOR`], where every member puts it (`F_DUPFD` takes the lowest free one).
+fn inherited(t: &Token<'_>) -> Option<c_int> {
+    let hinted = (t.fd >= 0).then_some(t.fd as c_int);
+    hinted
         .into_iter()
-        .enumerate()
-    {
-        if i > 0 {
-            *v.get_mut(n)? = b':';
-            n += 1;
-        }
-        n += decimal(v.get_mut(n..)?, x)?;
-    }
-    *v.get_mut(n)? = b':';
-    n += 1;
-    v.get_mut(n..n + t.path.len())?.copy_from_slice(t.path);
-    *v.get_mut(n + t.path.len())? = 0;
-    // SAFETY: NUL-terminated strings; at load the process runs no other thread of its own.
-    unsafe { setenv(c"GENV_MEMBER".as_ptr(), v.as_ptr().cast(), 1) };
-    Some(())
+        .chain(FD_FLOOR..FD_FLOOR + FD_PROBES)
+        .find(|&fd| same_file(fd, t.dev, t.ino))
 }
 
 extern "C" fn member_child() {
@@ -342,10 +309,11 @@ fn join() {
     };
     // Inherited (after exec, or a child of a member): the descriptor is there, and after an
     // exec the locks too.
-    let fd = t.fd as c_int;
-    if fd >= 0 && same_file(fd, t.dev, t.ino) && lock_both(fd, t.serial) {
-        joined(fd, t.serial);
-        return;
+    if let Some(fd) = inherited(&t) {
+        if lock_both(fd, t.serial) {
+            joined(fd, t.serial);
+            return;
+        }
     }
     let Some(fd) = open_member_file(&t) else {
         return;
@@ -356,7 +324,6 @@ fn join() {
         return;
     }
     joined(fd, t.serial);
-    publish(&t, fd);
 }
 
 /// At load: whether the process starts in an environment, and if so, membership.

@@ -3,7 +3,7 @@
 //! Every process that loads the shim with `GENV_MEMBER` set (an activated shell's programs,
 //! `genv exec`'s command, the children of `genv.sdk` processes) holds two read locks on one
 //! byte of its owner's members file, `members/<uid>`, at the offset of its environment's serial
-//! (the shim takes them before `main`, see `shim/src/member.rs`). The kernel drops them when
+//! (the shim's stub takes them before `main`, see `shim/stub/stub.rs`). The kernel drops them when
 //! the process ends however it ends and keeps them across `exec` (the descriptor is inherited),
 //! and `/proc/locks`, which every user may read, lists them: one read of that file tells every
 //! command who the members of every environment are, no pid is trusted, and nothing is written
@@ -32,8 +32,8 @@ use std::os::unix::ffi::OsStringExt;
 use std::os::unix::fs::MetadataExt;
 
 /// The variable that tells the shim which environment's lock to take, and on which file:
-/// `<serial>:<dev>:<ino>:<fd>:<path>` (`fd` is -1 until a process has opened the file; the
-/// shim keeps it current for its children, see `shim/src/member.rs`).
+/// `<serial>:<dev>:<ino>:<fd>:<path>` (`fd`: a descriptor of the file the process inherits, or
+/// -1; the shim also looks just above its descriptor floor, see `shim/stub/stub.rs`).
 pub const VAR: &str = "GENV_MEMBER";
 /// The directory of the members files in the state directory.
 pub const DIR: &str = "members";
