@@ -27,7 +27,11 @@ fn main() -> ExitCode {
             let _ = e.print();
             Exit::of_clap(&e)
         }
-        Outcome::ShowOnStderr(text) => {
+        Outcome::ShowAsCode(Some(d), text) => {
+            print!("{}", shell::print_code(d, &text));
+            Exit::Success
+        }
+        Outcome::ShowAsCode(None, text) => {
             eprint!("{text}");
             Exit::Success
         }

@@ -19,7 +19,7 @@ pub struct Args {
     /// Device count
     #[arg(long, allow_hyphen_values = true, value_parser = checked(DeviceCount::parse_os))]
     gpus: Option<Checked<DeviceCount>>,
-    /// GPU memory capacity per device, e.g. 4g, 42mi
+    /// GPU memory capacity per device, e.g. 4g, 4GiB, 42mi
     #[arg(long, value_parser = checked(Capacity::parse_os))]
     gpu_memory: Option<Checked<Capacity>>,
     /// Do not load the configuration saved in .genv/
@@ -32,7 +32,7 @@ pub struct Args {
     #[arg(long)]
     no_prompt: bool,
     /// Allow sharing devices with other over-subscribed environments
-    #[arg(long)]
+    #[arg(short = 'o', long)]
     over_subscribe: bool,
     #[command(flatten)]
     sh: ShellArgs,
@@ -126,7 +126,7 @@ pub fn run(caller: &Caller, a: Request) -> Result<Exit, Error> {
             sh.dialect,
             &env.eid,
             &shim,
-            env.name.as_deref(),
+            &env.config,
             env.member.as_deref(),
             !a.no_prompt
         )

@@ -75,7 +75,9 @@ class Env:
         :param name: Environment name (1 to 63 printable characters)
         :param gpus: Device count (a whole number from 0)
         :param gpu_memory: GPU memory capacity per device: a number and an optional unit among
-            ``b k m g ki mi gi`` (``42mi``, ``4g``, ``44040192``); an ``int`` is bytes
+            ``b k m g t`` (powers of 1000) and ``ki mi gi ti`` / ``KiB MiB GiB TiB`` (powers of
+            1024), in any case (``42mi``, ``4g``, ``4GiB``, ``1.5g``, ``44040192``); an ``int``
+            is bytes
         """
 
         name: Optional[str] = None
