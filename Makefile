@@ -57,8 +57,7 @@ install: release
 	install -m 755 $(REL)/genv $(PREFIX)/bin/genv
 	install -m 755 $(REL)/libgenv_shim.so $(PREFIX)/lib/genv/libgenv_shim.so
 	install -m 755 $(REL)/libgenv_shim_core.so $(PREFIX)/lib/genv/libgenv_shim_core.so
-	@echo 'Add this line to your shell rc file (~/.bashrc; zsh: shell-init zsh; fish: shell-init fish | source):'
-	@echo '  eval "$$($(PREFIX)/bin/genv shell-init bash)"'
+	@scripts/install-hint.sh "$(PREFIX)"
 
 clean:
 	$(CARGO) clean

@@ -554,3 +554,39 @@ fn exec_exit_statuses_of_a_command_it_cannot_run() {
     assert_eq!(out.code, Some(7));
     assert_eq!(sb.eids(), Vec::<String>::new());
 }
+
+/// What `make install` prints (scripts/install-hint.sh): the PATH line when its bin/ is not on
+/// PATH, and rc lines that find `genv` on PATH, which work once pasted (tried in bash).
+#[test]
+fn install_says_what_to_add_to_path_and_the_rc_file() {
+    let sb = Sandbox::new();
+    let prefix = sb.root.join("prefix");
+    std::fs::create_dir_all(prefix.join("bin")).unwrap();
+    std::os::unix::fs::symlink(genv_bin(), prefix.join("bin/genv")).unwrap();
+    let script =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/install-hint.sh");
+    let run = |path: &str| {
+        let mut c = sb.command(&script);
+        c.arg(&prefix).env("PATH", path);
+        Sandbox::output(c)
+    };
+    let off = run("/usr/bin:/bin");
+    let text = off.ok();
+    let bin = prefix.join("bin").canonicalize().unwrap();
+    let export = format!("export PATH=\"{}:$PATH\"", bin.display());
+    assert!(text.contains(&export), "{text}");
+    assert!(text.contains("eval \"$(genv shell-init bash)\""), "{text}");
+    assert!(text.contains("genv shell-init fish | source"), "{text}");
+    let on = run(&format!("{}:/usr/bin:/bin", bin.display()));
+    assert!(!on.ok().contains("export PATH"), "{on:#?}");
+    // The two lines, pasted into a bash rc, give a working `genv` function.
+    let rc = format!(
+        "{export}\neval \"$(genv shell-init bash)\"\ngenv activate --name pasted && echo \"eid=$GENV_ENVIRONMENT_ID\"\ntype -t genv"
+    );
+    let mut c = sb.command("bash");
+    c.args(["--norc", "--noprofile", "-c", &rc])
+        .env("PATH", "/usr/bin:/bin");
+    let out = Sandbox::output(c);
+    assert!(out.ok().ends_with("function\n"), "{out:#?}");
+    assert!(!val(&out, "eid").is_empty());
+}

@@ -11,7 +11,7 @@ use genv_state::{
 #[derive(clap::Args, Clone, Debug)]
 pub struct Args {
     /// Environment identifier (default: the shell's pid); an existing one of yours is joined
-    #[arg(long, value_parser = checked(EnvId::parse_os))]
+    #[arg(long, visible_alias = "eid", value_parser = checked(EnvId::parse_os))]
     id: Option<Checked<EnvId>>,
     /// Environment name
     #[arg(long, value_parser = checked(Name::parse_os))]
