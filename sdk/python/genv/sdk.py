@@ -26,6 +26,7 @@ import ctypes
 import dataclasses
 import os
 import shutil
+import sys
 import threading
 import warnings
 from pathlib import Path
@@ -156,15 +157,18 @@ def _env_info() -> dict:
 def shim_path() -> Optional[str]:
     """The genv shim (libgenv_shim.so) that processes started inside an environment preload.
 
-    Looked up in this order: ``$GENV_SHIM_PATH``; next to the ``genv`` found on ``PATH``, or in
-    ``../lib/genv/`` from it (the layout of ``make install``); the source tree's
-    ``target/release/`` when this package is used from a checkout. None when not found.
+    Looked up in this order: ``$GENV_SHIM_PATH``; ``<sys.prefix>/lib/genv/`` (where the wheel
+    of ``make wheel`` installs it, beside the ``genv`` it puts in the environment's ``bin/``);
+    next to the ``genv`` found on ``PATH``, or in ``../lib/genv/`` from it (the layout of
+    ``make install``); the source tree's ``target/release/`` when this package is used from a
+    checkout. None when not found.
     """
     p = os.environ.get("GENV_SHIM_PATH")
     if p:
         # Absolute: children may run from another directory.
         return os.path.abspath(p) if os.path.isfile(p) else None
-    cands: List[Path] = []
+    # The wheel's own (the venv need not be on PATH: `venv/bin/python` alone finds it).
+    cands: List[Path] = [Path(sys.prefix) / "lib" / "genv" / _SHIM_NAME]
     g = shutil.which("genv")
     if g:
         d = Path(g).resolve().parent
