@@ -11,6 +11,7 @@ pub mod devices;
 pub mod envs;
 pub mod exec;
 pub mod home;
+pub mod kernel;
 pub mod lock;
 pub mod shell_init;
 pub mod status;
@@ -51,6 +52,9 @@ pub enum Cmd {
     /// The environment's variables as shell code (for the shell integration)
     #[command(hide = true)]
     ShellVars(shell_init::VarsArgs),
+    /// Install or remove a Jupyter kernelspec whose kernels run each in a fresh environment
+    #[command(subcommand)]
+    Kernel(kernel::Args),
     /// Install or remove the system mode (root)
     #[command(subcommand)]
     Admin(admin::Args),
@@ -75,6 +79,7 @@ pub enum Command {
     Lock(lock::Args),
     ShellInit(shell_init::Args),
     ShellVars(shell_init::VarsArgs),
+    Kernel(kernel::Args),
     Admin(admin::Args),
     Daemon(daemon::Args),
 }
@@ -96,6 +101,7 @@ impl Cmd {
             Cmd::Lock(a) => Command::Lock(a),
             Cmd::ShellInit(a) => Command::ShellInit(a),
             Cmd::ShellVars(a) => Command::ShellVars(a),
+            Cmd::Kernel(a) => Command::Kernel(a),
             Cmd::Admin(a) => Command::Admin(a),
             Cmd::Daemon(a) => Command::Daemon(a),
         })
@@ -118,6 +124,7 @@ pub fn run(cmd: Command) -> Result<Exit, Error> {
         Command::Lock(a) => lock::run(a),
         Command::ShellInit(a) => shell_init::run(a),
         Command::ShellVars(a) => shell_init::run_vars(a),
+        Command::Kernel(a) => kernel::run(a),
         Command::Admin(a) => admin::run(a),
         Command::Daemon(a) => daemon::run(a),
     }
