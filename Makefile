@@ -5,7 +5,7 @@ ROOT := $(CURDIR)
 REL := target/release
 SIM := target/sim
 
-.PHONY: all build sim release nvidia-smi venv test test-rust test-python lint fmt demo bench install clean
+.PHONY: all build sim release nvidia-smi venv test test-rust test-python lint fmt demo bench install wheel clean
 
 all: build
 
@@ -59,8 +59,12 @@ install: release
 	install -m 755 $(REL)/genv $(PREFIX)/bin/genv
 	install -m 755 $(REL)/libgenv_shim.so $(PREFIX)/lib/genv/libgenv_shim.so
 	install -m 755 $(REL)/libgenv_shim_core.so $(PREFIX)/lib/genv/libgenv_shim_core.so
-	@echo 'Add this line to your shell rc file (~/.bashrc; zsh: shell-init zsh; fish: shell-init fish | source):'
-	@echo '  eval "$$($(PREFIX)/bin/genv shell-init bash)"'
+	@scripts/install-hint.sh "$(PREFIX)"
+
+# One wheel with the SDK, the genv binary and the shim: `pip install target/wheels/genv-*.whl`
+# in a fresh venv gives `genv` on PATH and an SDK that finds its own shim.
+wheel: release venv
+	MATURIN=$(ROOT)/.venv/bin/maturin scripts/build-wheel.sh
 
 clean:
 	$(CARGO) clean

@@ -100,7 +100,7 @@ step "Configuration as code: save to .genv/ in the project"
 run mkdir -p .genv
 run genv home
 run genv config --save
-run cat .genv/config.json
+run head .genv/name .genv/gpus .genv/gpu-memory
 
 step "Detaching and deactivating"
 run genv detach
@@ -110,7 +110,7 @@ run genv deactivate
 note "the prompt is back: $PS1"
 run genv status
 
-step "A new activation in the project loads .genv/config.json and attaches"
+step "A new activation in the project loads .genv/ and attaches"
 run genv activate
 run genv status
 run genv deactivate

@@ -6,6 +6,7 @@
 
 use crate::cmd::{Cmd, Command};
 use crate::exit::Exit;
+use crate::shell::Dialect;
 use clap::builder::{StyledStr, Styles};
 use clap::error::{ContextKind, ContextValue, ErrorKind};
 use clap::{CommandFactory, FromArgMatches, Parser};
@@ -27,14 +28,20 @@ struct Cli {
     cmd: Cmd,
 }
 
+/// The command line's definition (for the completions).
+pub fn command() -> clap::Command {
+    Cli::command()
+}
+
 /// What the command line asks for.
 #[derive(Debug)]
 pub enum Outcome {
     Run(Command),
     /// Help or version, for reading: clap prints it (in colour on a terminal).
     Show(clap::Error),
-    /// Help or version in shell mode, where the shell function evals stdout: for stderr.
-    ShowOnStderr(String),
+    /// Help or version in shell mode, where the shell function evals stdout: code for it that
+    /// prints the text (on stderr when the dialect is not known).
+    ShowAsCode(Option<Dialect>, String),
     /// A refused command line: the one line for stderr, and how genv ends ([`Exit::Usage`]
     /// for what the argument parser refuses, [`Exit::Failure`] for a bad value, as for every
     /// other bad input).
@@ -55,6 +62,21 @@ pub fn parse(args: Vec<OsString>) -> Outcome {
         .iter()
         .skip(1)
         .any(|a| a == "--shell" || a.as_bytes().starts_with(b"--shell="));
+    // The dialect the shell function names, read without clap (which refused the line).
+    let dialect = || {
+        let mut it = args.iter().skip(1);
+        while let Some(a) = it.next() {
+            let v = if a == "--shell" {
+                it.next().and_then(|v| v.to_str())
+            } else {
+                a.to_str().and_then(|a| a.strip_prefix("--shell="))
+            };
+            if let Some(d) = v.and_then(|v| <Dialect as clap::ValueEnum>::from_str(v, false).ok()) {
+                return Some(d);
+            }
+        }
+        None
+    };
     // Parsed without styling, clap's errors hold the arguments' characters as they are (styled,
     // its text drops escape sequences, taking them for its own styling).
     let parsed = Cli::command()
@@ -65,7 +87,7 @@ pub fn parse(args: Vec<OsString>) -> Outcome {
         Ok(c) => c,
         Err(e) => {
             if shell_mode && !e.use_stderr() {
-                return Outcome::ShowOnStderr(e.render().to_string());
+                return Outcome::ShowAsCode(dialect(), e.render().to_string());
             }
             // Help, version, and a bare `genv`, are for reading: clap's full text, in its
             // colours where the terminal has them.
@@ -160,11 +182,21 @@ fn shown(v: &ContextValue, args: &[OsString]) -> ContextValue {
 /// Folds clap's multi-line error into one line: the message, its tips, and the usage it names.
 fn one_line(rendered: &str) -> String {
     let mut msg = String::new();
-    let mut usage = None;
+    let mut usage: Option<String> = None;
+    let mut in_usage = false;
     for l in rendered.lines().map(str::trim) {
         if let Some(u) = l.strip_prefix("Usage: ") {
             usage = Some(u.to_string());
-        } else if !l.is_empty() && !l.starts_with("For more information") {
+            in_usage = true;
+        } else if l.is_empty() {
+            in_usage = false;
+        } else if in_usage && l.starts_with("genv ") {
+            // A command with subcommands has a usage line for each form.
+            if let Some(u) = usage.as_mut() {
+                u.push_str(" | ");
+                u.push_str(l);
+            }
+        } else if !l.starts_with("For more information") {
             if !msg.is_empty() {
                 msg.push_str(if l.starts_with("tip:") { "; " } else { " " });
             }
@@ -218,6 +250,7 @@ mod tests {
                 save: false,
                 load: false,
                 json: false,
+                quiet: false,
             }
         ));
         let Outcome::Run(c) = parse_args(&[
@@ -292,7 +325,7 @@ mod tests {
             ),
             (
                 &[b"shell-init", b"\xff"],
-                r"genv: invalid value '\xff' for '<SHELL>': not valid UTF-8 [possible values: bash, zsh, fish] (usage: genv shell-init <SHELL>)",
+                r"genv: invalid value '\xff' for '<SHELL>': not valid UTF-8 [possible values: bash, zsh, fish] (usage: genv shell-init [OPTIONS] <SHELL>)",
                 Usage,
             ),
             // The shell mode is told from the arguments without decoding them.
@@ -303,7 +336,7 @@ mod tests {
             ),
             (
                 &[b"envs", b"--\x1b[31m"],
-                r"genv: unexpected argument '--\x1b[31m' found (usage: genv envs [OPTIONS])",
+                r"genv: unexpected argument '--\x1b[31m' found (usage: genv envs [OPTIONS] | genv envs <COMMAND>)",
                 Usage,
             ),
         ];
@@ -313,10 +346,14 @@ mod tests {
     }
 
     #[test]
-    fn help_in_shell_mode_goes_to_stderr() {
+    fn help_in_shell_mode_is_code_that_prints_it() {
         assert!(matches!(
             parse_args(&[b"activate", b"--help", b"--shell", b"bash"]),
-            Outcome::ShowOnStderr(t) if t.contains("Usage: genv activate")
+            Outcome::ShowAsCode(Some(Dialect::Bash), t) if t.contains("Usage: genv activate")
+        ));
+        assert!(matches!(
+            parse_args(&[b"deactivate", b"-h", b"--shell=fish"]),
+            Outcome::ShowAsCode(Some(Dialect::Fish), _)
         ));
         assert!(matches!(parse_args(&[b"--version"]), Outcome::Show(_)));
     }
@@ -577,7 +614,7 @@ mod tests {
                     ), "{:?}", e.kind());
                     assert_printable(&e.render().to_string(), true)?;
                 }
-                Outcome::ShowOnStderr(text) => assert_printable(&text, true)?,
+                Outcome::ShowAsCode(_, text) => assert_printable(&text, true)?,
             }
         }
 

@@ -15,6 +15,10 @@ fn main() -> ExitCode {
     // The shim must leave the genv CLI alone: it sees the real machine, also inside an
     // environment. The shim checks this lazily, so setting it before any NVML use suffices.
     std::env::set_var("GENV_SHIM_BYPASS", "1");
+    // Run from inside an environment, the shim's stub made this process a member: the CLI is
+    // not work of the environment (`genv deactivate` must be able to end it, `genv envs` must
+    // not list itself).
+    genv_state::members::leave();
     // Like other Unix tools, end quietly when the reader of our output goes away (`| head`).
     // SAFETY: restores the default disposition; no handler of ours is involved.
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
@@ -27,7 +31,11 @@ fn main() -> ExitCode {
             let _ = e.print();
             Exit::of_clap(&e)
         }
-        Outcome::ShowOnStderr(text) => {
+        Outcome::ShowAsCode(Some(d), text) => {
+            print!("{}", shell::print_code(d, &text));
+            Exit::Success
+        }
+        Outcome::ShowAsCode(None, text) => {
             eprint!("{text}");
             Exit::Success
         }

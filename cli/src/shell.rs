@@ -7,7 +7,7 @@ use crate::values::Utf8;
 use clap::builder::EnumValueParser;
 use clap::ValueEnum;
 use genv_state::text::quote_path;
-use genv_state::Error;
+use genv_state::{Config, Error};
 use std::path::PathBuf;
 
 /// The shells genv prints code for (bash and zsh read the same POSIX code).
@@ -90,7 +90,7 @@ pub fn sq(s: &str) -> String {
 }
 
 /// Quotes for fish: '…' with \ and ' escaped.
-fn fq(s: &str) -> String {
+pub fn fq(s: &str) -> String {
     format!("'{}'", s.replace('\\', r"\\").replace('\'', r"\'"))
 }
 
@@ -101,19 +101,60 @@ fn prompt_tag(name: Option<&str>) -> String {
     }
 }
 
+/// The variables scripts read in an environment, with the original genv's names
+/// (`torchrun --nproc_per_node=$GENV_GPUS`): each configured field's value, or unset.
+pub fn config_vars(c: &Config) -> [(&'static str, Option<String>); 3] {
+    [
+        (
+            "GENV_ENVIRONMENT_NAME",
+            c.name.as_ref().map(|n| n.to_string()),
+        ),
+        ("GENV_GPUS", c.gpus.map(|g| g.to_string())),
+        (
+            "GENV_GPU_MEMORY",
+            c.gpu_memory.as_ref().map(|m| m.to_string()),
+        ),
+    ]
+}
+
+/// The code that sets (or unsets) [`config_vars`] in the shell.
+pub fn config_vars_code(d: Dialect, c: &Config) -> String {
+    let mut s = String::new();
+    for (k, v) in config_vars(c) {
+        s += &match (d, v) {
+            (Dialect::Fish, Some(v)) => format!("set -gx {k} {}\n", fq(&v)),
+            (Dialect::Fish, None) => format!("set -e {k}\n"),
+            (_, Some(v)) => format!("export {k}={}\n", sq(&v)),
+            (_, None) => format!("unset {k}\n"),
+        };
+    }
+    s
+}
+
+/// Code that prints `text` on the shell's stdout: help asked for through the shell function,
+/// which evals what genv prints, reaches the user's stdout (`genv activate --help | less`).
+pub fn print_code(d: Dialect, text: &str) -> String {
+    match d {
+        Dialect::Fish => format!("printf '%s' {}\n", fq(text)),
+        Dialect::Bash | Dialect::Zsh => format!("printf '%s' {}\n", sq(text)),
+    }
+}
+
 pub fn activate_code(
     d: Dialect,
     eid: &str,
     shim: &std::path::Path,
-    name: Option<&str>,
+    config: &Config,
     member: Option<&str>,
     prompt: bool,
 ) -> String {
     let shim = shim.display().to_string();
-    let tag = prompt_tag(name);
+    let name = config.name.as_ref().map(|n| n.to_string());
+    let tag = prompt_tag(name.as_deref());
+    let vars = config_vars_code(d, config);
     match d {
         Dialect::Bash | Dialect::Zsh => {
-            let mut s = String::new();
+            let mut s = vars;
             s += "if [ -n \"${LD_PRELOAD+x}\" ]; then export GENV__SAVED_LD_PRELOAD=\"$LD_PRELOAD\"; fi\n";
             s += &format!(
                 "export LD_PRELOAD={}\"${{LD_PRELOAD:+:$LD_PRELOAD}}\"\n",
@@ -133,7 +174,7 @@ pub fn activate_code(
             s
         }
         Dialect::Fish => {
-            let mut s = String::new();
+            let mut s = vars;
             s += "if set -q LD_PRELOAD; set -gx GENV__SAVED_LD_PRELOAD $LD_PRELOAD; set -gx LD_PRELOAD ";
             s += &format!(
                 "{}\":$LD_PRELOAD\"; else; set -gx LD_PRELOAD {}; end\n",
@@ -163,13 +204,13 @@ pub fn deactivate_code(d: Dialect) -> String {
         Dialect::Bash | Dialect::Zsh => concat!(
             "if [ -n \"${GENV__SAVED_LD_PRELOAD+x}\" ]; then export LD_PRELOAD=\"$GENV__SAVED_LD_PRELOAD\"; unset GENV__SAVED_LD_PRELOAD; else unset LD_PRELOAD; fi\n",
             "if [ -n \"${GENV__PROMPT+x}\" ]; then if [ -n \"${GENV__SAVED_PS1+x}\" ]; then PS1=\"$GENV__SAVED_PS1\"; unset GENV__SAVED_PS1; else unset PS1; fi; unset GENV__PROMPT; fi\n",
-            "unset GENV_ENVIRONMENT_ID GENV_SHIM_PATH GENV_MEMBER\n",
+            "unset GENV_ENVIRONMENT_ID GENV_SHIM_PATH GENV_MEMBER GENV_ENVIRONMENT_NAME GENV_GPUS GENV_GPU_MEMORY\n",
         )
         .to_string(),
         Dialect::Fish => concat!(
             "if set -q GENV__SAVED_LD_PRELOAD; set -gx LD_PRELOAD $GENV__SAVED_LD_PRELOAD; set -e GENV__SAVED_LD_PRELOAD; else; set -e LD_PRELOAD; end\n",
             "if set -q GENV__PROMPT; functions -e fish_prompt; if functions -q __genv_saved_fish_prompt; functions -c __genv_saved_fish_prompt fish_prompt; functions -e __genv_saved_fish_prompt; end; set -e GENV__PROMPT; end\n",
-            "set -e GENV_ENVIRONMENT_ID; set -e GENV_SHIM_PATH; set -e GENV_MEMBER\n",
+            "set -e GENV_ENVIRONMENT_ID; set -e GENV_SHIM_PATH; set -e GENV_MEMBER; set -e GENV_ENVIRONMENT_NAME; set -e GENV_GPUS; set -e GENV_GPU_MEMORY\n",
         )
         .to_string(),
     }
@@ -192,13 +233,16 @@ fn own_pid(shell: Dialect) -> &'static str {
     }
 }
 
-/// The function for the user's rc file. It runs the genv binary that printed it; for
-/// activate/deactivate it evals what genv prints and returns genv's own exit status.
-pub fn init_code(shell: Dialect) -> Result<String, Error> {
+/// What `genv shell-init` prints: the function for the user's rc file, the completions of
+/// every command (unless `completions` is false) and the original genv's `GENV_PREACTIVATE`.
+/// The function runs the genv binary that printed it; for activate/deactivate it evals what
+/// genv prints and returns genv's own exit status; after `config` and `attach` (which may
+/// change the configuration) it refreshes `GENV_GPUS` and the like ([`config_vars`]).
+pub fn init_code(shell: Dialect, completions: Option<&str>) -> Result<String, Error> {
     let exe = std::env::current_exe()
         .map_err(|e| Error::State(format!("cannot locate the genv binary: {e}")))?;
     let exe = exe.display().to_string();
-    Ok(match shell {
+    let mut code = match shell {
         Dialect::Fish => format!(
             r#"function genv --description 'GPU environments'
     switch "$argv[1]"
@@ -209,9 +253,25 @@ pub fn init_code(shell: Dialect) -> Result<String, Error> {
                 eval $__genv_code
             end
             return $__genv_rc
+        case config attach
+            {exe} $argv
+            set -l __genv_rc $status
+            if test $__genv_rc -eq 0; and test -n "$GENV_ENVIRONMENT_ID"
+                set -l __genv_code ({exe} shell-vars fish 2>/dev/null | string collect)
+                test -n "$__genv_code"; and eval $__genv_code
+            end
+            return $__genv_rc
         case '*'
             {exe} $argv
     end
+end
+if test "$GENV_PREACTIVATE" = 1; and test -z "$GENV_ENVIRONMENT_ID"
+    set -l __genv_args activate
+    test "$GENV_PREACTIVATE_PROMPT" = 0; and set -a __genv_args --no-prompt
+    test -n "$GENV_PREACTIVATE_GPUS"; and set -a __genv_args --gpus $GENV_PREACTIVATE_GPUS
+    test -n "$GENV_PREACTIVATE_GPU_MEMORY"; and set -a __genv_args --gpu-memory $GENV_PREACTIVATE_GPU_MEMORY
+    test -n "$GENV_PREACTIVATE_ENVIRONMENT_NAME"; and set -a __genv_args --name $GENV_PREACTIVATE_ENVIRONMENT_NAME
+    genv $__genv_args
 end
 "#,
             exe = fq(&exe),
@@ -228,11 +288,31 @@ end
             if {{ [ $__genv_rc -eq 0 ] || [ $__genv_rc -eq {detached} ]; }} && [ -n "$__genv_code" ]; then eval "$__genv_code"; fi
             return $__genv_rc
             ;;
+        config|attach)
+            local __genv_rc
+            command {exe} "$@"
+            __genv_rc=$?
+            if [ $__genv_rc -eq 0 ] && [ -n "${{GENV_ENVIRONMENT_ID-}}" ]; then eval "$(command {exe} shell-vars {dialect} 2>/dev/null)"; fi
+            return $__genv_rc
+            ;;
         *)
             command {exe} "$@"
             ;;
     esac
 }}
+if [ "${{GENV_PREACTIVATE-}}" = 1 ] && [ -z "${{GENV_ENVIRONMENT_ID-}}" ]; then
+    __genv_preactivate() {{
+        local __genv_args
+        __genv_args=(activate)
+        if [ "${{GENV_PREACTIVATE_PROMPT-}}" = 0 ]; then __genv_args+=(--no-prompt); fi
+        if [ -n "${{GENV_PREACTIVATE_GPUS-}}" ]; then __genv_args+=(--gpus "$GENV_PREACTIVATE_GPUS"); fi
+        if [ -n "${{GENV_PREACTIVATE_GPU_MEMORY-}}" ]; then __genv_args+=(--gpu-memory "$GENV_PREACTIVATE_GPU_MEMORY"); fi
+        if [ -n "${{GENV_PREACTIVATE_ENVIRONMENT_NAME-}}" ]; then __genv_args+=(--name "$GENV_PREACTIVATE_ENVIRONMENT_NAME"); fi
+        genv "${{__genv_args[@]}}"
+    }}
+    __genv_preactivate
+    unset -f __genv_preactivate
+fi
 "#,
             exe = sq(&exe),
             pid = own_pid(shell),
@@ -242,7 +322,15 @@ end
                 .expect("no dialect is skipped")
                 .get_name()
         ),
-    })
+    };
+    if let Some(c) = completions {
+        code += &match shell {
+            // compdef exists once the user's compinit ran (before this line in ~/.zshrc).
+            Dialect::Zsh => format!("if (( $+functions[compdef] )); then\n{c}\nfi\n"),
+            _ => c.to_string(),
+        };
+    }
+    Ok(code)
 }
 
 #[cfg(test)]

@@ -358,8 +358,10 @@ mod tests {
         let err = Capacity::parse("4\x1b[31mg").unwrap_err().to_string();
         assert_eq!(
             err,
-            "invalid GPU memory '4\\x1b[31mg': expected a number with an optional unit b, k, m, g, \
-             ki, mi or gi (e.g. 42mi, 4g, 44040192)"
+            format!(
+                "invalid GPU memory '4\\x1b[31mg': expected {}",
+                crate::units::UNITS_HELP
+            )
         );
         let err = Name::parse("a\nb").unwrap_err().to_string();
         assert!(err.starts_with("invalid name 'a\\nb': "), "{err}");

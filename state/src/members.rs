@@ -166,6 +166,41 @@ impl File {
     }
 }
 
+/// Where the shim's stub keeps a member's descriptor: from this number on (`shim/stub/stub.rs`
+/// `FD_FLOOR`, `FD_PROBES`).
+const STUB_FD_FLOOR: i32 = 200;
+const STUB_FD_PROBES: i32 = 4;
+
+/// Gives up this process's membership, if the shim's stub made it a member (the genv CLI, which
+/// runs under the shell's `LD_PRELOAD`): closes its descriptors of the file `GENV_MEMBER` names,
+/// which drops the process's POSIX lock, and the OFD lock unless a parent shares that open file.
+/// Children started afterwards get their own `GENV_MEMBER` from whoever starts them.
+pub fn leave() {
+    let Some(v) = std::env::var_os(VAR) else {
+        return;
+    };
+    let v = v.as_encoded_bytes();
+    let mut f = v.splitn(5, |&b| b == b':').skip(1);
+    let num = |b: Option<&[u8]>| -> Option<u64> { std::str::from_utf8(b?).ok()?.parse().ok() };
+    let (Some(dev), Some(ino)) = (num(f.next()), num(f.next())) else {
+        return;
+    };
+    for fd in STUB_FD_FLOOR..STUB_FD_FLOOR + STUB_FD_PROBES {
+        // SAFETY: all-zero is a valid `stat`.
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        // SAFETY: fstat on a number that may or may not be open; `st` is a valid out buffer.
+        let same = unsafe { libc::fstat(fd, &mut st) } == 0
+            && st.st_dev == dev
+            && st.st_ino == ino
+            && st.st_mode & libc::S_IFMT == libc::S_IFREG;
+        if same {
+            // SAFETY: closing a descriptor of the members file, which nothing in this process
+            // uses but the membership being given up.
+            unsafe { libc::close(fd) };
+        }
+    }
+}
+
 /// What holds an environment, from `/proc/locks`.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub(crate) struct Held {

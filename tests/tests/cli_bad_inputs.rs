@@ -132,13 +132,13 @@ fn cases() -> Vec<Case> {
         ),
         case(
             InA,
-            &["config", "gpu-memory", "4G"],
-            "invalid GPU memory '4G'",
+            &["config", "gpu-memory", "4GB"],
+            "invalid GPU memory '4GB': expected a number with an optional unit b, k, m, g, t (powers of 1000) or ki, mi, gi, ti",
         ),
         case(
             InA,
-            &["config", "gpu-memory", "1.5g"],
-            "invalid GPU memory '1.5g'",
+            &["config", "gpu-memory", "1.5b"],
+            "invalid GPU memory '1.5b'",
         ),
         case(
             InA,

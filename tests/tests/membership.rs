@@ -487,3 +487,30 @@ fn system_mode_membership() {
         .unwrap()
         .is_empty()));
 }
+
+/// The genv CLI run in an activated shell is not work of the environment: `genv envs` does not
+/// list itself, and `genv deactivate` ends an environment nothing else runs in at once (the
+/// record is gone from the file, not merely dead).
+#[test]
+fn the_cli_is_no_member() {
+    let sb = Sandbox::with_gpus(1);
+    let out = sb.shell(
+        "bash",
+        r#"eval "$("$GENV" shell-init bash)"
+genv activate --gpus 1 >/dev/null
+echo "eid=$GENV_ENVIRONMENT_ID"
+genv envs --json > envs.json
+echo "members=$(python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["members"])' < envs.json)"
+genv deactivate"#,
+    );
+    assert_eq!(
+        kv(&out.stdout, "members").as_deref(),
+        Some("[]"),
+        "{out:#?}"
+    );
+    let eid = kv(&out.stdout, "eid").unwrap();
+    assert!(
+        sb.store().snapshot().env_by_eid(&eid).is_none(),
+        "deactivate left the environment's record: {out:#?}"
+    );
+}

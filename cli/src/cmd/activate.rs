@@ -11,7 +11,7 @@ use genv_state::{
 #[derive(clap::Args, Clone, Debug)]
 pub struct Args {
     /// Environment identifier (default: the shell's pid); an existing one of yours is joined
-    #[arg(long, value_parser = checked(EnvId::parse_os))]
+    #[arg(long, visible_alias = "eid", value_parser = checked(EnvId::parse_os))]
     id: Option<Checked<EnvId>>,
     /// Environment name
     #[arg(long, value_parser = checked(Name::parse_os))]
@@ -19,7 +19,7 @@ pub struct Args {
     /// Device count
     #[arg(long, allow_hyphen_values = true, value_parser = checked(DeviceCount::parse_os))]
     gpus: Option<Checked<DeviceCount>>,
-    /// GPU memory capacity per device, e.g. 4g, 42mi
+    /// GPU memory capacity per device, e.g. 4g, 4GiB, 42mi
     #[arg(long, value_parser = checked(Capacity::parse_os))]
     gpu_memory: Option<Checked<Capacity>>,
     /// Do not load the configuration saved in .genv/
@@ -32,7 +32,7 @@ pub struct Args {
     #[arg(long)]
     no_prompt: bool,
     /// Allow sharing devices with other over-subscribed environments
-    #[arg(long)]
+    #[arg(short = 'o', long)]
     over_subscribe: bool,
     #[command(flatten)]
     sh: ShellArgs,
@@ -126,7 +126,7 @@ pub fn run(caller: &Caller, a: Request) -> Result<Exit, Error> {
             sh.dialect,
             &env.eid,
             &shim,
-            env.name.as_deref(),
+            &env.config,
             env.member.as_deref(),
             !a.no_prompt
         )

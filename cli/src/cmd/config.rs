@@ -2,7 +2,7 @@
 //! it to or loads it from the project's `.genv/`.
 
 use crate::exit::Exit;
-use crate::output::config_lines;
+use crate::output::config_fields;
 use crate::values::{checked, Checked};
 use clap::ValueEnum;
 use genv_state::text::quote_os;
@@ -27,8 +27,12 @@ pub struct Args {
     /// Load the configuration saved in the .genv/ directory
     #[arg(long)]
     load: bool,
+    /// Print JSON: the whole configuration as an object, a field as its value (null if unset)
     #[arg(long)]
     json: bool,
+    /// Print nothing (as the original genv's `config -q`)
+    #[arg(short, long)]
+    quiet: bool,
 }
 
 /// A configuration field, as `genv config <field>` names it.
@@ -103,6 +107,7 @@ pub struct Request {
     pub save: bool,
     pub load: bool,
     pub json: bool,
+    pub quiet: bool,
 }
 
 impl Args {
@@ -114,6 +119,7 @@ impl Args {
             save,
             load,
             json,
+            quiet,
         } = self;
         let field = Checked::opt(field)?;
         if clear && value.is_some() {
@@ -139,6 +145,7 @@ impl Args {
             save,
             load,
             json,
+            quiet,
         })
     }
 }
@@ -183,7 +190,7 @@ pub fn run(caller: &Caller, r: Request) -> Result<Exit, Error> {
     if let Some(h) = save_home {
         home::save(&h, &config)?;
     }
-    if !changed && !r.save {
+    if !changed && !r.save && !r.quiet {
         show(&config, r.field, r.json);
     }
     Ok(Exit::Success)
@@ -201,7 +208,7 @@ fn show(c: &Config, field: Option<Field>, json: bool) {
         return;
     }
     let Some(field) = field else {
-        print!("{}", config_lines(c, ""));
+        print!("{}", config_fields(c));
         return;
     };
     let shown = match field {

@@ -15,16 +15,20 @@ use std::process::Command;
 
 #[derive(clap::Args, Clone, Debug)]
 pub struct Args {
+    /// Environment name
     #[arg(long, value_parser = checked(Name::parse_os))]
     name: Option<Checked<Name>>,
+    /// Device count
     #[arg(long, allow_hyphen_values = true, value_parser = checked(DeviceCount::parse_os))]
     gpus: Option<Checked<DeviceCount>>,
+    /// GPU memory capacity per device, e.g. 4g, 4GiB, 42mi
     #[arg(long, allow_hyphen_values = true, value_parser = checked(Capacity::parse_os))]
     gpu_memory: Option<Checked<Capacity>>,
     /// Attach this device (repeatable)
     #[arg(long, value_parser = checked(DeviceIndex::parse_os))]
     index: Vec<Checked<DeviceIndex>>,
-    #[arg(long)]
+    /// Allow sharing devices with other over-subscribed environments
+    #[arg(short = 'o', long)]
     over_subscribe: bool,
     /// Do not load the configuration saved in .genv/
     #[arg(long)]
@@ -112,6 +116,12 @@ pub fn run(caller: &Caller, a: Request) -> Result<Exit, Error> {
             .env("GENV_ENVIRONMENT_ID", eid.as_str())
             .env("GENV_SHIM_PATH", &shim)
             .env_remove("GENV_SHIM_BYPASS");
+        for (k, v) in shell::config_vars(&env.config) {
+            match v {
+                Some(v) => cmd.env(k, v),
+                None => cmd.env_remove(k),
+            };
+        }
         match &env.member {
             Some(m) => cmd.env(genv_state::members::VAR, m),
             None => cmd.env_remove(genv_state::members::VAR),
@@ -141,8 +151,24 @@ pub fn run_command(mut cmd: Command, name: &OsStr) -> Result<Exit, Error> {
             Ok(())
         });
     }
-    let status = cmd
-        .status()
-        .map_err(|e| Error::Input(format!("cannot run {}: {e}", quote_os(name))))?;
-    Ok(Exit::of_child(status))
+    match cmd.status() {
+        Ok(status) => Ok(Exit::of_child(status)),
+        // The shell's statuses for a command it could not run: 127 not found, 126 found but
+        // not executable, so that scripts tell them from the command's own failures.
+        Err(e) => {
+            let code = match e.kind() {
+                std::io::ErrorKind::NotFound => 127,
+                std::io::ErrorKind::PermissionDenied => 126,
+                _ => return Err(Error::Input(format!("cannot run {}: {e}", quote_os(name)))),
+            };
+            eprintln!(
+                "{}",
+                crate::args::error_line(&Error::Input(format!(
+                    "cannot run {}: {e}",
+                    quote_os(name)
+                )))
+            );
+            Ok(Exit::Child(code))
+        }
+    }
 }

@@ -4,7 +4,15 @@ use crate::exit::Exit;
 use genv_state::text::quote_path;
 use genv_state::{home, Error};
 
-pub fn run() -> Result<Exit, Error> {
+#[derive(clap::Args, Clone, Copy, Debug)]
+pub struct Args {
+    /// Print no message when there is none (the status still says so: 1), as the original
+    /// genv's `home -q`
+    #[arg(short, long)]
+    quiet: bool,
+}
+
+pub fn run(a: Args) -> Result<Exit, Error> {
     let cwd = std::env::current_dir()
         .map_err(|e| Error::Input(format!("cannot read the working directory: {e}")))?;
     match home::find_home(&cwd) {
@@ -12,6 +20,7 @@ pub fn run() -> Result<Exit, Error> {
             println!("{}", h.display());
             Ok(Exit::Success)
         }
+        None if a.quiet => Ok(Exit::Failure),
         None => Err(Error::Input(format!(
             "no .genv directory in {} or its parents, nor in ~: create one with `mkdir -p .genv`",
             quote_path(&cwd)

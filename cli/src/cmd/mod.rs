@@ -11,6 +11,7 @@ pub mod devices;
 pub mod envs;
 pub mod exec;
 pub mod home;
+pub mod kernel;
 pub mod lock;
 pub mod shell_init;
 pub mod status;
@@ -32,7 +33,7 @@ pub enum Cmd {
     /// Print or change the configuration of the current environment
     Config(config::Args),
     /// Print the .genv/ directory that applies here
-    Home,
+    Home(home::Args),
     /// Attach the current environment to devices
     Attach(attach::Args),
     /// Detach the current environment from devices
@@ -46,8 +47,14 @@ pub enum Cmd {
     /// Run a command with exclusive use of the attached devices among the environments sharing
     /// them (waits while another environment holds them; nothing to lock outside an environment)
     Lock(lock::Args),
-    /// Print the shell integration for your rc file
+    /// Print the shell integration for your rc file (a `genv` function and tab completions)
     ShellInit(shell_init::Args),
+    /// The environment's variables as shell code (for the shell integration)
+    #[command(hide = true)]
+    ShellVars(shell_init::VarsArgs),
+    /// Install or remove a Jupyter kernelspec whose kernels run each in a fresh environment
+    #[command(subcommand)]
+    Kernel(kernel::Args),
     /// Install or remove the system mode (root)
     #[command(subcommand)]
     Admin(admin::Args),
@@ -63,7 +70,7 @@ pub enum Command {
     Deactivate(ShellCall),
     Status(status::Args),
     Config(config::Request),
-    Home,
+    Home(home::Args),
     Attach(attach::Request),
     Detach(Option<DeviceIndex>),
     Envs(envs::Args),
@@ -71,6 +78,8 @@ pub enum Command {
     Exec(exec::Request),
     Lock(lock::Args),
     ShellInit(shell_init::Args),
+    ShellVars(shell_init::VarsArgs),
+    Kernel(kernel::Args),
     Admin(admin::Args),
     Daemon(daemon::Args),
 }
@@ -83,7 +92,7 @@ impl Cmd {
             Cmd::Deactivate(a) => Command::Deactivate(a.check()?),
             Cmd::Status(a) => Command::Status(a),
             Cmd::Config(a) => Command::Config(a.check()?),
-            Cmd::Home => Command::Home,
+            Cmd::Home(a) => Command::Home(a),
             Cmd::Attach(a) => Command::Attach(a.check()?),
             Cmd::Detach(a) => Command::Detach(a.check()?),
             Cmd::Envs(a) => Command::Envs(a),
@@ -91,6 +100,8 @@ impl Cmd {
             Cmd::Exec(a) => Command::Exec(a.check()?),
             Cmd::Lock(a) => Command::Lock(a),
             Cmd::ShellInit(a) => Command::ShellInit(a),
+            Cmd::ShellVars(a) => Command::ShellVars(a),
+            Cmd::Kernel(a) => Command::Kernel(a),
             Cmd::Admin(a) => Command::Admin(a),
             Cmd::Daemon(a) => Command::Daemon(a),
         })
@@ -104,7 +115,7 @@ pub fn run(cmd: Command) -> Result<Exit, Error> {
         Command::Deactivate(sh) => deactivate::run(&caller, sh),
         Command::Status(a) => status::run(a),
         Command::Config(r) => config::run(&caller, r),
-        Command::Home => home::run(),
+        Command::Home(a) => home::run(a),
         Command::Attach(r) => attach::run(&caller, r),
         Command::Detach(index) => detach::run(&caller, index),
         Command::Envs(a) => envs::run(a),
@@ -112,6 +123,8 @@ pub fn run(cmd: Command) -> Result<Exit, Error> {
         Command::Exec(r) => exec::run(&caller, r),
         Command::Lock(a) => lock::run(a),
         Command::ShellInit(a) => shell_init::run(a),
+        Command::ShellVars(a) => shell_init::run_vars(a),
+        Command::Kernel(a) => kernel::run(a),
         Command::Admin(a) => admin::run(a),
         Command::Daemon(a) => daemon::run(a),
     }

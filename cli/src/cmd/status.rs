@@ -6,6 +6,7 @@ use genv_state::{EnvInfo, Error, Genv};
 
 #[derive(clap::Args, Clone, Debug)]
 pub struct Args {
+    /// Print JSON: active, eid, attached, config, mode, …
     #[arg(long)]
     json: bool,
 }

@@ -26,6 +26,7 @@ import ctypes
 import dataclasses
 import os
 import shutil
+import sys
 import threading
 import warnings
 from pathlib import Path
@@ -75,7 +76,9 @@ class Env:
         :param name: Environment name (1 to 63 printable characters)
         :param gpus: Device count (a whole number from 0)
         :param gpu_memory: GPU memory capacity per device: a number and an optional unit among
-            ``b k m g ki mi gi`` (``42mi``, ``4g``, ``44040192``); an ``int`` is bytes
+            ``b k m g t`` (powers of 1000) and ``ki mi gi ti`` / ``KiB MiB GiB TiB`` (powers of
+            1024), in any case (``42mi``, ``4g``, ``4GiB``, ``1.5g``, ``44040192``); an ``int``
+            is bytes
         """
 
         name: Optional[str] = None
@@ -154,15 +157,18 @@ def _env_info() -> dict:
 def shim_path() -> Optional[str]:
     """The genv shim (libgenv_shim.so) that processes started inside an environment preload.
 
-    Looked up in this order: ``$GENV_SHIM_PATH``; next to the ``genv`` found on ``PATH``, or in
-    ``../lib/genv/`` from it (the layout of ``make install``); the source tree's
-    ``target/release/`` when this package is used from a checkout. None when not found.
+    Looked up in this order: ``$GENV_SHIM_PATH``; ``<sys.prefix>/lib/genv/`` (where the wheel
+    of ``make wheel`` installs it, beside the ``genv`` it puts in the environment's ``bin/``);
+    next to the ``genv`` found on ``PATH``, or in ``../lib/genv/`` from it (the layout of
+    ``make install``); the source tree's ``target/release/`` when this package is used from a
+    checkout. None when not found.
     """
     p = os.environ.get("GENV_SHIM_PATH")
     if p:
         # Absolute: children may run from another directory.
         return os.path.abspath(p) if os.path.isfile(p) else None
-    cands: List[Path] = []
+    # The wheel's own (the venv need not be on PATH: `venv/bin/python` alone finds it).
+    cands: List[Path] = [Path(sys.prefix) / "lib" / "genv" / _SHIM_NAME]
     g = shutil.which("genv")
     if g:
         d = Path(g).resolve().parent
