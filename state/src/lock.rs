@@ -176,12 +176,23 @@ fn open_lock_file(dir: &Dir, name: &str) -> Result<File, Error> {
         })
 }
 
-/// `flock(op)`; EINTR calls `interrupted`, which may abort the wait (Ctrl-C in Python).
+/// `flock(op)`; EINTR calls `interrupted`, which may abort the wait (Ctrl-C in Python). A
+/// blocking wait asks `interrupted` first as well: a signal that came before the wait (while the
+/// holders were looked up) interrupts no system call, and would otherwise be noticed only at the
+/// next one.
 fn flock(
     f: &File,
     op: libc::c_int,
     interrupted: &mut dyn FnMut() -> Result<(), Error>,
 ) -> Result<bool, std::io::Error> {
+    if op & (libc::LOCK_NB | libc::LOCK_UN) == 0 {
+        if let Err(err) = interrupted() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::Interrupted,
+                err.to_string(),
+            ));
+        }
+    }
     loop {
         // SAFETY: flock(2) on a descriptor `f` keeps open; it touches no memory of ours.
         if unsafe { libc::flock(f.as_raw_fd(), op) } == 0 {
