@@ -8,6 +8,7 @@ pub mod daemon;
 pub mod deactivate;
 pub mod detach;
 pub mod devices;
+pub mod enforce;
 pub mod envs;
 pub mod exec;
 pub mod home;
@@ -54,6 +55,9 @@ pub enum Cmd {
     /// The system mode's service (started by its systemd unit)
     #[command(hide = true)]
     Daemon(daemon::Args),
+    /// Act on processes that break the policy (root): outside environments, on devices not
+    /// attached, over capacity, over a user's quota
+    Enforce(enforce::Args),
 }
 
 /// A command line that passed every check that needs neither the state nor the machine.
@@ -73,6 +77,7 @@ pub enum Command {
     ShellInit(shell_init::Args),
     Admin(admin::Args),
     Daemon(daemon::Args),
+    Enforce(enforce::Args),
 }
 
 impl Cmd {
@@ -93,6 +98,7 @@ impl Cmd {
             Cmd::ShellInit(a) => Command::ShellInit(a),
             Cmd::Admin(a) => Command::Admin(a),
             Cmd::Daemon(a) => Command::Daemon(a),
+            Cmd::Enforce(a) => Command::Enforce(a),
         })
     }
 }
@@ -114,6 +120,7 @@ pub fn run(cmd: Command) -> Result<Exit, Error> {
         Command::ShellInit(a) => shell_init::run(a),
         Command::Admin(a) => admin::run(a),
         Command::Daemon(a) => daemon::run(a),
+        Command::Enforce(a) => enforce::run(a),
     }
 }
 
