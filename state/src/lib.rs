@@ -7,6 +7,7 @@
 
 pub mod config;
 pub mod devices;
+pub mod enforce;
 pub mod fsafe;
 pub mod home;
 pub mod input;
@@ -18,6 +19,7 @@ pub mod members;
 pub mod mode;
 pub mod ops;
 pub mod placement;
+pub mod policy;
 pub mod procfs;
 pub mod store;
 pub mod system;

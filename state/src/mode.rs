@@ -15,6 +15,7 @@
 //! own processes do, which they could anyway (they can unset `LD_PRELOAD`); the service reads
 //! only a configuration file owned by root that nobody else can write.
 
+use crate::policy::{Enforce, Policy, Quotas};
 use crate::Error;
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
@@ -69,6 +70,12 @@ pub struct ConfigFile {
     pub socket: Option<PathBuf>,
     #[serde(default)]
     pub limits: Limits,
+    /// Per-user quotas (policy.rs).
+    #[serde(default)]
+    pub quotas: Quotas,
+    /// What `genv enforce` acts on (policy.rs).
+    #[serde(default)]
+    pub enforce: Enforce,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -90,6 +97,8 @@ pub enum Mode {
         state_dir: PathBuf,
         socket: PathBuf,
         limits: Limits,
+        /// Quotas and enforcement (policy.rs).
+        policy: Box<Policy>,
     },
 }
 
@@ -135,13 +144,14 @@ impl Mode {
     }
 
     pub fn parse(path: &Path, text: &str) -> Result<Mode, Error> {
-        let f: ConfigFile = toml::from_str(text).map_err(|e| {
+        let mut f: ConfigFile = toml::from_str(text).map_err(|e| {
             Error::State(format!(
                 "the genv configuration {} is not valid: {}",
                 crate::text::quote_path(path),
                 e.message()
             ))
         })?;
+        f.quotas.source = path.to_path_buf();
         Ok(match f.mode {
             ModeName::Shared => Mode::shared(),
             ModeName::System => Mode::System {
@@ -151,6 +161,10 @@ impl Mode {
                     .unwrap_or_else(|| PathBuf::from(SYSTEM_STATE_DIR)),
                 socket: f.socket.unwrap_or_else(|| PathBuf::from(SYSTEM_SOCKET)),
                 limits: f.limits,
+                policy: Box::new(Policy {
+                    quotas: f.quotas,
+                    enforce: f.enforce,
+                }),
             },
         })
     }
@@ -175,10 +189,23 @@ impl Mode {
         }
     }
 
-    /// The text of a system configuration with these paths and limits (what `genv admin
-    /// install` writes).
-    pub fn system_config_text(state_dir: &Path, socket: &Path, limits: &Limits) -> String {
-        format!(
+    /// The policy of this mode (the shared mode has none: no quotas, the default enforcement).
+    pub fn policy(&self) -> Policy {
+        match self {
+            Mode::System { policy, .. } => (**policy).clone(),
+            Mode::Shared { .. } => Policy::default(),
+        }
+    }
+
+    /// The text of a system configuration with these paths, limits and policy (what `genv
+    /// admin install` writes; a reinstall keeps the policy it finds).
+    pub fn system_config_text(
+        state_dir: &Path,
+        socket: &Path,
+        limits: &Limits,
+        policy: &Policy,
+    ) -> String {
+        let mut s = format!(
             "# genv system mode, written by `genv admin install`; `genv admin uninstall` removes it.\n\
              mode = \"system\"\n\
              state_dir = {}\n\
@@ -191,13 +218,19 @@ impl Mode {
             toml_string(socket),
             limits.max_envs_per_user,
             limits.max_connections_per_user
-        )
+        );
+        s.push_str(&policy.to_toml());
+        s
     }
 }
 
 /// A path as a TOML basic string.
 fn toml_string(p: &Path) -> String {
-    let s = p.to_string_lossy();
+    toml_str(&p.to_string_lossy())
+}
+
+/// Text as a TOML basic string.
+pub(crate) fn toml_str(s: &str) -> String {
     let mut out = String::from("\"");
     for c in s.chars() {
         match c {
@@ -224,6 +257,7 @@ mod tests {
                 max_envs_per_user: 7,
                 max_connections_per_user: 3,
             },
+            &Policy::default(),
         );
         let m = Mode::parse(Path::new("/etc/genv/genv.conf"), &text).unwrap();
         assert_eq!(
@@ -236,8 +270,38 @@ mod tests {
                     max_envs_per_user: 7,
                     max_connections_per_user: 3
                 },
+                policy: Box::new(Policy {
+                    quotas: Quotas {
+                        source: PathBuf::from("/etc/genv/genv.conf"),
+                        ..Quotas::default()
+                    },
+                    enforce: Enforce::default(),
+                }),
             }
         );
+    }
+
+    #[test]
+    fn a_policy_round_trips() {
+        let text = "mode = \"system\"\n[quotas]\nmax_devices = 2\n[quotas.users]\n\
+                    \"al\\\"ice\" = { max_gpu_memory = \"4gi\" }\nbob = { max_devices = 3, \
+                    max_gpu_memory = 1000 }\n[enforce]\noutside = \"terminate\"\n\
+                    tolerance = \"256mi\"\ngrace_seconds = 1\n";
+        let path = Path::new("/etc/genv/genv.conf");
+        let policy = Mode::parse(path, text).unwrap().policy();
+        assert_eq!(
+            policy.quotas.of(5, "al\"ice").max_gpu_memory.unwrap().bytes,
+            4 << 30
+        );
+        assert_eq!(policy.enforce.outside, crate::policy::Act::Terminate);
+        assert_eq!(policy.enforce.tolerance.bytes, 256 << 20);
+        let again = Mode::system_config_text(
+            Path::new("/var/lib/genv"),
+            Path::new("/run/genv/genv.sock"),
+            &Limits::default(),
+            &policy,
+        );
+        assert_eq!(Mode::parse(path, &again).unwrap().policy(), policy);
     }
 
     #[test]
@@ -247,6 +311,8 @@ mod tests {
             "mode = \"system\"\nfoo = 1",
             "mode = ",
             "[limits]\nmax_envs_per_user = -1",
+            "mode = \"system\"\n[quotas]\nmax_gpu_memory = \"lots\"",
+            "mode = \"system\"\n[enforce]\nkill = true",
         ] {
             let e = Mode::parse(Path::new("/etc/genv/genv.conf"), bad)
                 .unwrap_err()

@@ -9,6 +9,7 @@ use crate::ledger::{self, Access, LedgerFile};
 use crate::liveness::Liveness;
 use crate::mode::{Limits, Mode};
 use crate::placement::{self, AttachOutcome};
+use crate::policy::{self, Quotas};
 use crate::procfs;
 use crate::store::{Snapshot, Store};
 use crate::system::client;
@@ -112,6 +113,8 @@ enum Backend {
 #[derive(Debug, Clone)]
 pub struct ServiceRules {
     pub limits: Limits,
+    /// Per-user quotas (policy.rs), checked at every change that could add to a user's holding.
+    pub quotas: Box<Quotas>,
 }
 
 /// The operations on the state file.
@@ -300,6 +303,24 @@ impl Genv {
             Backend::Remote { socket } => {
                 Self::call(socket, Request::Env { eid: eid.into() }).unwrap_or_else(report)
             }
+        }
+    }
+
+    /// Every live environment, oldest first; an error when the service cannot be reached
+    /// (`genv enforce` must not take "no answer" for "no environments").
+    pub fn try_envs(&self) -> Result<Vec<EnvInfo>, Error> {
+        match &self.backend {
+            Backend::Local(l) => Ok(l.envs()),
+            Backend::Remote { socket } => Self::call(socket, Request::Envs),
+        }
+    }
+
+    /// Every device with the live environments attached to it; an error when the service
+    /// cannot be reached.
+    pub fn try_devices(&self) -> Result<Vec<DeviceInfo>, Error> {
+        match &self.backend {
+            Backend::Local(l) => Ok(l.devices()),
+            Backend::Remote { socket } => Self::call(socket, Request::Devices),
         }
     }
 
@@ -494,6 +515,14 @@ impl Local {
         t.envs[i].serial = 0;
     }
 
+    /// The quotas the caller's changes are checked against: the service's, for everyone but root.
+    fn quotas_for(&self, caller: &Caller) -> Option<&Quotas> {
+        self.service
+            .as_ref()
+            .map(|r| &*r.quotas)
+            .filter(|q| caller.uid != 0 && !q.is_empty())
+    }
+
     /// Forgets every dead environment (all are checked).
     fn reap_all(&self, t: &mut Tables, live: &Liveness) {
         for i in 0..(t.env_hwm as usize).min(MAX_ENVS) {
@@ -598,7 +627,9 @@ impl Local {
             },
         )?;
         let max_envs = self.service.as_ref().map(|r| r.limits.max_envs_per_user);
+        let quotas = self.quotas_for(caller);
         let slot = self.write(|t, live| {
+            let before = quotas.map(|_| policy::holding(t, caller.uid));
             if let Some(gpus) = attach.map(|a| a.0) {
                 placement::apply_devices(t, gpus);
             }
@@ -684,6 +715,9 @@ impl Local {
                     }
                 }
             }
+            if let (Some(q), Some(b)) = (quotas, &before) {
+                policy::check(q, t, caller.uid, &caller.username, b)?;
+            }
             Ok(slot)
         })?;
         let mut info = self
@@ -736,11 +770,18 @@ impl Local {
         eid: &str,
         f: impl FnOnce(&mut Tables, usize) -> Result<T, Error>,
     ) -> Result<T, Error> {
+        let quotas = self.quotas_for(caller);
         self.write(|t, live| {
             let i = Self::find(t, caller, eid)?
                 .filter(|&i| live.alive(&t.envs[i]))
                 .ok_or(Error::NotActive)?;
-            f(t, i)
+            let before = quotas.map(|_| policy::holding(t, caller.uid));
+            let out = f(t, i)?;
+            // Attaching, and raising a capacity, add to what the caller holds.
+            if let (Some(q), Some(b)) = (quotas, &before) {
+                policy::check(q, t, caller.uid, &caller.username, b)?;
+            }
+            Ok(out)
         })
     }
 

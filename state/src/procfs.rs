@@ -153,6 +153,15 @@ pub fn has_env(pid: u32, prefix: &str) -> bool {
         .unwrap_or(false)
 }
 
+/// The value of the environment entry `name` process `pid` was started (exec'd) with; None when
+/// it has none or it cannot be read (another user's, gone).
+pub fn env_value(pid: u32, name: &str) -> Option<Vec<u8>> {
+    let b = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
+    let key = format!("{name}=");
+    b.split(|&c| c == 0)
+        .find_map(|e| e.strip_prefix(key.as_bytes()).map(<[u8]>::to_vec))
+}
+
 /// One lock of `/proc/locks`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct LockLine {

@@ -593,6 +593,12 @@ pub struct SystemSandbox {
 impl SystemSandbox {
     /// `None` (and why, printed) when this process is not root.
     pub fn start(max_envs_per_user: u32) -> Option<SystemSandbox> {
+        Self::start_with(max_envs_per_user, "")
+    }
+
+    /// As [`start`], with `policy` (`[quotas]` and `[enforce]` tables, policy.rs) in place of
+    /// the policy `genv admin install` wrote.
+    pub fn start_with(max_envs_per_user: u32, policy: &str) -> Option<SystemSandbox> {
         use std::os::unix::fs::PermissionsExt;
         // SAFETY: geteuid has no preconditions.
         if unsafe { libc::geteuid() } != 0 {
@@ -625,6 +631,11 @@ impl SystemSandbox {
             "--no-systemd",
         ])
         .ok();
+        if !policy.is_empty() {
+            let text = std::fs::read_to_string(&config).unwrap();
+            let head = text.split("\n[enforce]").next().unwrap().to_string();
+            std::fs::write(&config, format!("{head}\n{policy}\n")).unwrap();
+        }
         sb.set("GENV_CONFIG", config.to_str().unwrap());
         let daemon = sb
             .genv_cmd(&["daemon"])

@@ -43,6 +43,10 @@ pub struct Install {
     /// Do not install or start the systemd unit (start `genv daemon` yourself)
     #[arg(long)]
     no_systemd: bool,
+    /// Also enable and start the enforcement backstop, genv-enforce.service (`genv enforce`;
+    /// its unit is written either way)
+    #[arg(long)]
+    enforce: bool,
 }
 
 #[derive(clap::Args, Clone, Debug)]
@@ -58,6 +62,7 @@ pub struct Uninstall {
 
 const SYSTEMD_DIR: &str = "/etc/systemd/system";
 const UNIT: &str = "genv.service";
+const ENFORCE_UNIT: &str = "genv-enforce.service";
 
 pub fn run(a: Args) -> Result<Exit, Error> {
     if rustix::process::geteuid().as_raw() != 0 {
@@ -114,7 +119,12 @@ fn install(i: Install) -> Result<Exit, Error> {
         max_envs_per_user: i.max_envs_per_user,
         max_connections_per_user: i.max_connections_per_user,
     };
-    let text = Mode::system_config_text(&i.state_dir, &i.socket, &limits);
+    // A reinstall keeps the quotas and enforcement the administrator wrote.
+    let policy = match Mode::from_file(&i.config, false)? {
+        m @ Mode::System { .. } => m.policy(),
+        Mode::Shared { .. } => Default::default(),
+    };
+    let text = Mode::system_config_text(&i.state_dir, &i.socket, &limits, &policy);
     // The configuration must read back as written.
     Mode::parse(&i.config, &text)?;
     service::root_dir(&i.state_dir)?;
@@ -142,9 +152,15 @@ fn install(i: Install) -> Result<Exit, Error> {
          WantedBy=multi-user.target\n"
     );
     write_file(&i.systemd_dir.join(UNIT), &unit, 0o644)?;
+    let enforcer =
+        super::enforce::unit(&exe.display().to_string(), &i.config.display().to_string());
+    write_file(&i.systemd_dir.join(ENFORCE_UNIT), &enforcer, 0o644)?;
     if systemd_running() {
         systemctl(&["daemon-reload"])?;
         systemctl(&["enable", "--now", UNIT])?;
+        if i.enforce {
+            systemctl(&["enable", "--now", ENFORCE_UNIT])?;
+        }
         println!("genv system mode installed and its service started ({UNIT})");
     } else {
         println!(
@@ -156,14 +172,16 @@ fn install(i: Install) -> Result<Exit, Error> {
 
 fn uninstall(u: Uninstall) -> Result<Exit, Error> {
     let mode = Mode::from_file(&u.config, false)?;
-    let unit = u.systemd_dir.join(UNIT);
-    if unit.exists() {
-        if systemd_running() {
-            let _ = systemctl(&["disable", "--now", UNIT]);
-        }
-        std::fs::remove_file(&unit).map_err(|e| io("remove", &unit, e))?;
-        if systemd_running() {
-            let _ = systemctl(&["daemon-reload"]);
+    for name in [ENFORCE_UNIT, UNIT] {
+        let unit = u.systemd_dir.join(name);
+        if unit.exists() {
+            if systemd_running() {
+                let _ = systemctl(&["disable", "--now", name]);
+            }
+            std::fs::remove_file(&unit).map_err(|e| io("remove", &unit, e))?;
+            if systemd_running() {
+                let _ = systemctl(&["daemon-reload"]);
+            }
         }
     }
     if u.config.exists() {

@@ -8,6 +8,7 @@ pub mod daemon;
 pub mod deactivate;
 pub mod detach;
 pub mod devices;
+pub mod enforce;
 pub mod envs;
 pub mod exec;
 pub mod home;
@@ -61,6 +62,9 @@ pub enum Cmd {
     /// The system mode's service (started by its systemd unit)
     #[command(hide = true)]
     Daemon(daemon::Args),
+    /// Act on processes that break the policy (root): outside environments, on devices not
+    /// attached, over capacity, over a user's quota
+    Enforce(enforce::Args),
 }
 
 /// A command line that passed every check that needs neither the state nor the machine.
@@ -82,6 +86,7 @@ pub enum Command {
     Kernel(kernel::Args),
     Admin(admin::Args),
     Daemon(daemon::Args),
+    Enforce(enforce::Args),
 }
 
 impl Cmd {
@@ -104,6 +109,7 @@ impl Cmd {
             Cmd::Kernel(a) => Command::Kernel(a),
             Cmd::Admin(a) => Command::Admin(a),
             Cmd::Daemon(a) => Command::Daemon(a),
+            Cmd::Enforce(a) => Command::Enforce(a),
         })
     }
 }
@@ -127,6 +133,7 @@ pub fn run(cmd: Command) -> Result<Exit, Error> {
         Command::Kernel(a) => kernel::run(a),
         Command::Admin(a) => admin::run(a),
         Command::Daemon(a) => daemon::run(a),
+        Command::Enforce(a) => enforce::run(a),
     }
 }
 

@@ -105,6 +105,7 @@ pub fn run(mode: &Mode) -> Result<(), Error> {
         state_dir,
         socket,
         limits,
+        policy,
     } = mode
     else {
         return Err(Error::State(
@@ -135,6 +136,7 @@ pub fn run(mode: &Mode) -> Result<(), Error> {
         store,
         ServiceRules {
             limits: limits.clone(),
+            quotas: Box::new(policy.quotas.clone()),
         },
     ));
     let listener = listen(socket)?;
