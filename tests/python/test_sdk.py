@@ -646,7 +646,11 @@ def test_ctrl_c_interrupts_a_lock_wait(g):
     a.go()
     a.expect("locked")
     b = g.spawn("""
+        import signal
         import genv.sdk as s
+        # Started from a background job, Python inherits SIGINT ignored and never raises
+        # KeyboardInterrupt: give it Python's handler whatever started the suite.
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         with s.activate(eid="env-b", config=s.Env.Config(gpu_memory="20gi"), over_subscribe=True):
             s.attach(index=0, over_subscribe=True)
             print("waiting", flush=True)
