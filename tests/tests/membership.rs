@@ -514,3 +514,45 @@ genv deactivate"#,
         "deactivate left the environment's record: {out:#?}"
     );
 }
+
+/// A symbolic link or a FIFO planted under a user's members name is refused with one line at
+/// that user's first activation (nothing followed, nothing opened that could hang), and left as
+/// it was.
+#[test]
+fn planted_links_and_fifos_are_not_members_files() {
+    if !can_switch_users() {
+        return;
+    }
+    let sb = Sandbox::with_gpus(1);
+    sb.genv(&["envs"]).ok();
+    let _root = sb.env(&[]); // makes the members directory, as a first user would
+    let c = user("genv-mem-c", 61003);
+    let victims = [user("genv-mem-e", 61006), user("genv-mem-f", 61007)];
+    let dir = sb.tmpdir.join("members");
+    let target = sb.root.join("target");
+    std::fs::write(&target, "untouched").unwrap();
+    let link = dir.join(victims[0].uid.to_string());
+    let fifo = dir.join(victims[1].uid.to_string());
+    let mut ln = as_user(&sb, &c, "ln");
+    ln.arg("-s").arg(&target).arg(&link);
+    assert!(Sandbox::output(ln).success());
+    let mut mk = as_user(&sb, &c, "mkfifo");
+    mk.args(["-m", "666"]).arg(&fifo);
+    assert!(Sandbox::output(mk).success());
+    for (u, what) in [(&victims[0], "symbolic link"), (&victims[1], "FIFO")] {
+        let holder = holder_as(&sb, u);
+        let pid = holder.pid().to_string();
+        genv_as(&sb, u, None, &activate_args(&pid, &[])).fails_with(what);
+        assert!(sb
+            .envs_json()
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|e| e["uid"] != u.uid));
+    }
+    assert_eq!(std::fs::read_to_string(&target).unwrap(), "untouched");
+    assert!(std::fs::symlink_metadata(&link)
+        .unwrap()
+        .file_type()
+        .is_symlink());
+}
